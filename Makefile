@@ -1,0 +1,47 @@
+# The README's two commands: `make run` and `make test`. Both are idempotent.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MODELS ?= ./models
+DEMO_DATA ?= breast_cancer
+DEMO_MODEL ?= breast_cancer
+
+export DO_NOT_TRACK := 1
+
+.PHONY: run test install lint typecheck bench bench-train clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==25.3
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[cpu,train,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	@if [ -z "$$(ls -A $(MODELS)/$(DEMO_MODEL) 2>/dev/null)" ]; then \
+		echo "No model in $(MODELS): training the demo model ($(DEMO_DATA))..."; \
+		$(BIN)/probserve train --data $(DEMO_DATA) --name $(DEMO_MODEL) --model-repository $(MODELS); \
+	fi
+	$(BIN)/probserve serve --model-repository $(MODELS)
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench: install
+	$(BIN)/probserve bench
+
+bench-train: install
+	$(BIN)/python -m training.bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

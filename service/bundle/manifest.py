@@ -1,0 +1,157 @@
+"""The model bundle manifest: the one contract training writes and service and monitoring read.
+
+Never parse ``manifest.json`` by hand anywhere else: use :func:`read_manifest` and the models here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.onnx"
+REFERENCE_FILE = "reference.parquet"
+REPORT_DIR = "report"
+
+#: Name of the single ONNX output: per-member calibrated probabilities, shape [N, K, C].
+MEMBER_PROBABILITIES_OUTPUT = "member_probabilities"
+
+#: Columns that reference.parquet holds besides the raw features.
+REFERENCE_LABEL_COLUMN = "__label__"
+REFERENCE_PREDICTION_COLUMN = "__prediction__"
+REFERENCE_PROBABILITY_PREFIX = "__proba__"
+REFERENCE_INTERVAL_WIDTH_COLUMN = "__interval_width__"
+
+FeatureValue = float | str | None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NumericFeature(_Strict):
+    """A float32 input; missing values are imputed inside the graph with ``mean``."""
+
+    name: str = Field(min_length=1)
+    kind: Literal["numeric"] = "numeric"
+    mean: float
+    std: float = Field(gt=0)
+
+
+class CategoricalFeature(_Strict):
+    """A string input; null, empty or unseen values go to the graph's unknown bucket."""
+
+    name: str = Field(min_length=1)
+    kind: Literal["categorical"] = "categorical"
+    categories: list[str] = Field(min_length=1)
+
+
+Feature = Annotated[NumericFeature | CategoricalFeature, Field(discriminator="kind")]
+
+
+class Calibration(_Strict):
+    """What the service needs to turn member probabilities into intervals and sets."""
+
+    #: Per-member temperatures, already applied inside the graph (kept for the record).
+    temperatures: list[float]
+    #: Split used to fit the temperatures (disjoint from the conformal split).
+    temperature_split: Literal["validation"] = "validation"
+    #: Conformal non-conformity score: LAC, ``1 - p_mean(true class)``.
+    conformal_score: Literal["lac"] = "lac"
+    #: Scores of the held-out calibration split, sorted ascending.
+    conformal_scores: list[float] = Field(min_length=1)
+    #: Interval method: logit-space mean +- Student t (K-1 dof) times member spread.
+    interval_method: Literal["logit_t"] = "logit_t"
+
+    @model_validator(mode="after")
+    def _scores_sorted(self) -> Calibration:
+        s = self.conformal_scores
+        if any(b < a for a, b in zip(s, s[1:], strict=False)):
+            raise ValueError("conformal_scores must be sorted ascending")
+        return self
+
+
+class VerificationSample(_Strict):
+    """Rows the loader runs through the graph; outputs must match within ``tolerance``."""
+
+    #: Column-wise raw inputs, feature name -> values (None is a missing value).
+    inputs: dict[str, list[FeatureValue]]
+    #: Expected member probabilities, [N, K, C].
+    outputs: list[list[list[float]]]
+    tolerance: float = 1e-4
+
+
+class Manifest(_Strict):
+    """Everything about a bundle except the weights, which live in ``model.onnx``."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    created_at: datetime
+    task: Literal["classification"] = "classification"
+    target: str
+    features: list[Feature] = Field(min_length=1)
+    classes: list[str] = Field(min_length=2)
+    members: int = Field(ge=2)
+    output: str = MEMBER_PROBABILITIES_OUTPUT
+    calibration: Calibration
+    metrics: dict[str, float] = Field(default_factory=dict)
+    training: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    data_fingerprint: str
+    library_versions: dict[str, str] = Field(default_factory=dict)
+    sample: VerificationSample
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError("feature names must be unique")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError("class labels must be unique")
+        if len(self.calibration.temperatures) != self.members:
+            raise ValueError("calibration.temperatures must have one entry per member")
+        if set(self.sample.inputs) != set(names):
+            raise ValueError("sample.inputs must hold exactly the features")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Feature names in graph input order."""
+        return [f.name for f in self.features]
+
+
+class ManifestError(ValueError):
+    """A manifest that is missing, unreadable or does not match the schema."""
+
+
+def read_manifest(bundle_dir: Path) -> Manifest:
+    """Read and validate ``bundle_dir/manifest.json``; raise :class:`ManifestError` with the reason."""
+    path = bundle_dir / MANIFEST_FILE
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        return Manifest.model_validate_json(raw)
+    except ValueError as exc:
+        raise ManifestError(f"{path} does not match the manifest schema: {exc}") from exc
+
+
+def write_manifest(bundle_dir: Path, manifest: Manifest) -> None:
+    """Write ``manifest.json`` (pretty, stable key order) into ``bundle_dir``."""
+    (bundle_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,98 @@
+"""The on-disk model repository layout: ``<repo>/<model>/<version>/`` with integer versions."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+#: Prefix of a bundle being written; readers skip such directories.
+STAGING_PREFIX = ".staging-"
+
+
+class RepositoryError(ValueError):
+    """The model repository path cannot be used (it is a file, unwritable, ...)."""
+
+
+def check_repository(path: Path, *, create: bool) -> Path:
+    """Return ``path`` as a usable repository directory, creating it when asked."""
+    if path.exists() and not path.is_dir():
+        raise RepositoryError(
+            f"model repository {path} is a file, not a directory: pass a directory path"
+        )
+    if not path.exists():
+        if not create:
+            raise RepositoryError(f"model repository {path} does not exist")
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise RepositoryError(f"cannot create model repository {path}: {exc}") from exc
+    return path
+
+
+def model_names(repository: Path) -> list[str]:
+    """Names of the model directories in the repository, sorted."""
+    if not repository.is_dir():
+        return []
+    return sorted(
+        p.name for p in repository.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
+
+
+def model_versions(repository: Path, name: str) -> list[int]:
+    """Versions of a model present on disk, ascending; non-integer directories are ignored."""
+    model_dir = repository / name
+    if not model_dir.is_dir():
+        return []
+    versions = []
+    for p in model_dir.iterdir():
+        if p.is_dir() and p.name.isdigit() and int(p.name) > 0:
+            versions.append(int(p.name))
+    return sorted(versions)
+
+
+def bundle_path(repository: Path, name: str, version: int) -> Path:
+    """Directory of one bundle version."""
+    return repository / name / str(version)
+
+
+@contextmanager
+def staged_bundle(repository: Path, name: str) -> Iterator[Path]:
+    """Yield a staging directory for a new bundle; on success publish it atomically.
+
+    The bundle becomes ``<repo>/<name>/<next version>`` by a rename, so readers never see a
+    half-written bundle. On any exception nothing is left in the repository.
+    """
+    check_repository(repository, create=True)
+    model_dir = repository / name
+    created_model_dir = not model_dir.exists()
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=model_dir))
+    try:
+        yield staging
+        publish_staged(staging, model_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created_model_dir and not any(model_dir.iterdir()):
+            model_dir.rmdir()
+        raise
+
+
+def publish_staged(staging: Path, model_dir: Path) -> Path:
+    """Rename a staging directory to the next free version; retries if another writer won."""
+    while True:
+        versions = model_versions(model_dir.parent, model_dir.name)
+        target = model_dir / str((versions[-1] if versions else 0) + 1)
+        try:
+            # os.rename onto a missing directory is atomic; if another trainer took the
+            # number first it fails and we try the next one.
+            os.rename(staging, target)
+        except OSError:
+            if target.exists():
+                continue
+            raise
+        os.chmod(target, 0o755)
+        return target

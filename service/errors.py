@@ -1,0 +1,77 @@
+"""Domain errors. Each carries its HTTP status; the HTTP layer maps them to JSON in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ProbserveError(Exception):
+    """Base of every error the service reports to a caller."""
+
+    status_code = 500
+    error_type = "internal_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready error body: a message plus structured details (instance, feature, ...)."""
+        return {"error": self.message, "type": self.error_type, **self.details}
+
+
+class UsageError(ProbserveError):
+    """Bad command-line usage or bad input to an offline command (exit code 2)."""
+
+    status_code = 400
+    error_type = "usage_error"
+
+
+class InvalidInput(ProbserveError):
+    """A request whose payload does not match the model's inputs."""
+
+    status_code = 400
+    error_type = "invalid_input"
+
+
+class ModelNotFound(ProbserveError):
+    """Unknown model name or version."""
+
+    status_code = 404
+    error_type = "model_not_found"
+
+
+class ModelNotReady(ProbserveError):
+    """The model exists but is not loaded (yet)."""
+
+    status_code = 503
+    error_type = "model_not_ready"
+
+
+class PayloadTooLarge(ProbserveError):
+    """Body over the configured size limit."""
+
+    status_code = 413
+    error_type = "payload_too_large"
+
+
+class Unauthorized(ProbserveError):
+    """Missing or wrong bearer token on a model-control endpoint."""
+
+    status_code = 401
+    error_type = "unauthorized"
+
+
+class Forbidden(ProbserveError):
+    """Model control is disabled because no admin token is configured."""
+
+    status_code = 403
+    error_type = "forbidden"
+
+
+class ModelLoadError(ProbserveError):
+    """A bundle failed verification; the reason says which check."""
+
+    status_code = 400
+    error_type = "model_load_error"

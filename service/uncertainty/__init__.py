@@ -1,0 +1,21 @@
+"""Uncertainty maths shared by training (reports) and serving (responses): numpy and scipy only."""
+
+from service.uncertainty.conformal import (
+    conformal_scores,
+    conformal_threshold,
+    prediction_sets,
+)
+from service.uncertainty.intervals import (
+    ensemble_mean,
+    logit_intervals,
+    student_t_quantile,
+)
+
+__all__ = [
+    "conformal_scores",
+    "conformal_threshold",
+    "ensemble_mean",
+    "logit_intervals",
+    "prediction_sets",
+    "student_t_quantile",
+]
