@@ -64,10 +64,14 @@ def build_ensemble_graph(features: Sequence[Feature], weights: EnsembleWeights) 
         nodes.append(helper.make_node("Concat", [f.name for f in numeric], ["num_raw"], axis=1))
         nodes.append(helper.make_node("IsNaN", ["num_raw"], ["num_missing"]))
         nodes.append(
-            helper.make_node("Where", ["num_missing", const("num_mean", means), "num_raw"], ["num_imputed"])
+            helper.make_node(
+                "Where", ["num_missing", const("num_mean", means), "num_raw"], ["num_imputed"]
+            )
         )
         nodes.append(helper.make_node("Sub", ["num_imputed", "num_mean"], ["num_centred"]))
-        nodes.append(helper.make_node("Div", ["num_centred", const("num_std", stds)], ["num_scaled"]))
+        nodes.append(
+            helper.make_node("Div", ["num_centred", const("num_std", stds)], ["num_scaled"])
+        )
         blocks.append("num_scaled")
 
     onehot_values = const("onehot_values", np.array([0.0, 1.0], dtype=np.float32))
@@ -84,11 +88,19 @@ def build_ensemble_graph(features: Sequence[Feature], weights: EnsembleWeights) 
                 default_int64=len(f.categories),
             )
         )
-        nodes.append(helper.make_node("Squeeze", [f"cat{i}_index", const(f"cat{i}_axis", np.array([1]))], [f"cat{i}_flat"]))
+        nodes.append(
+            helper.make_node(
+                "Squeeze", [f"cat{i}_index", const(f"cat{i}_axis", np.array([1]))], [f"cat{i}_flat"]
+            )
+        )
         nodes.append(
             helper.make_node(
                 "OneHot",
-                [f"cat{i}_flat", const(f"cat{i}_depth", np.array(depth, dtype=np.int64)), onehot_values],
+                [
+                    f"cat{i}_flat",
+                    const(f"cat{i}_depth", np.array(depth, dtype=np.int64)),
+                    onehot_values,
+                ],
                 [f"cat{i}_onehot"],
                 axis=-1,
             )
@@ -105,16 +117,22 @@ def build_ensemble_graph(features: Sequence[Feature], weights: EnsembleWeights) 
     for i, (w, b) in enumerate(weights.layers):
         w32 = np.asarray(w, dtype=np.float32)
         b32 = np.asarray(b, dtype=np.float32)[:, None, :]
-        # [N, in] @ [K, in, out] broadcasts to [K, N, out]; later layers are [K, N, in] @ [K, in, out].
+        # [N, in] @ [K, in, out] broadcasts to [K, N, out]; later: [K, N, in] @ [K, in, out].
         nodes.append(helper.make_node("MatMul", [hidden, const(f"w{i}", w32)], [f"mm{i}"]))
         nodes.append(helper.make_node("Add", [f"mm{i}", const(f"b{i}", b32)], [f"z{i}"]))
         if i < last:
             nodes.append(helper.make_node("Relu", [f"z{i}"], [f"h{i}"]))
             hidden = f"h{i}"
     temps = np.asarray(weights.temperatures, dtype=np.float32).reshape(-1, 1, 1)
-    nodes.append(helper.make_node("Div", [f"z{last}", const("temperature", temps)], ["scaled_logits"]))
+    nodes.append(
+        helper.make_node("Div", [f"z{last}", const("temperature", temps)], ["scaled_logits"])
+    )
     nodes.append(helper.make_node("Softmax", ["scaled_logits"], ["member_probs_knc"], axis=-1))
-    nodes.append(helper.make_node("Transpose", ["member_probs_knc"], [MEMBER_PROBABILITIES_OUTPUT], perm=[1, 0, 2]))
+    nodes.append(
+        helper.make_node(
+            "Transpose", ["member_probs_knc"], [MEMBER_PROBABILITIES_OUTPUT], perm=[1, 0, 2]
+        )
+    )
 
     classes = int(weights.layers[-1][0].shape[2])
     output = helper.make_tensor_value_info(

@@ -6,6 +6,7 @@ Never parse ``manifest.json`` by hand anywhere else: use :func:`read_manifest` a
 from __future__ import annotations
 
 import hashlib
+import itertools
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
@@ -72,7 +73,7 @@ class Calibration(_Strict):
     @model_validator(mode="after")
     def _scores_sorted(self) -> Calibration:
         s = self.conformal_scores
-        if any(b < a for a, b in zip(s, s[1:], strict=False)):
+        if any(b < a for a, b in itertools.pairwise(s)):
             raise ValueError("conformal_scores must be sorted ascending")
         return self
 
@@ -90,7 +91,7 @@ class VerificationSample(_Strict):
 class Manifest(_Strict):
     """Everything about a bundle except the weights, which live in ``model.onnx``."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     created_at: datetime
     task: Literal["classification"] = "classification"
@@ -131,7 +132,7 @@ class ManifestError(ValueError):
 
 
 def read_manifest(bundle_dir: Path) -> Manifest:
-    """Read and validate ``bundle_dir/manifest.json``; raise :class:`ManifestError` with the reason."""
+    """Read and validate ``bundle_dir/manifest.json``; :class:`ManifestError` says why not."""
     path = bundle_dir / MANIFEST_FILE
     try:
         raw = path.read_bytes()

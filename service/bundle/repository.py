@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 #: Prefix of a bundle being written; readers skip such directories.
@@ -37,9 +38,7 @@ def model_names(repository: Path) -> list[str]:
     """Names of the model directories in the repository, sorted."""
     if not repository.is_dir():
         return []
-    return sorted(
-        p.name for p in repository.iterdir() if p.is_dir() and not p.name.startswith(".")
-    )
+    return sorted(p.name for p in repository.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def model_versions(repository: Path, name: str) -> list[int]:
@@ -59,8 +58,16 @@ def bundle_path(repository: Path, name: str, version: int) -> Path:
     return repository / name / str(version)
 
 
+@dataclass
+class StagedBundle:
+    """A bundle being written in ``path``; ``published`` is set once it is renamed into place."""
+
+    path: Path
+    published: Path | None = None
+
+
 @contextmanager
-def staged_bundle(repository: Path, name: str) -> Iterator[Path]:
+def staged_bundle(repository: Path, name: str) -> Iterator[StagedBundle]:
     """Yield a staging directory for a new bundle; on success publish it atomically.
 
     The bundle becomes ``<repo>/<name>/<next version>`` by a rename, so readers never see a
@@ -71,9 +78,10 @@ def staged_bundle(repository: Path, name: str) -> Iterator[Path]:
     created_model_dir = not model_dir.exists()
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=model_dir))
+    staged = StagedBundle(staging)
     try:
-        yield staging
-        publish_staged(staging, model_dir)
+        yield staged
+        staged.published = publish_staged(staging, model_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if created_model_dir and not any(model_dir.iterdir()):

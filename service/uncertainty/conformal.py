@@ -14,7 +14,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 
-def conformal_scores(mean_probabilities: NDArray[np.floating], labels: NDArray[np.integer]) -> NDArray[np.float64]:
+def conformal_scores(
+    mean_probabilities: NDArray[np.floating], labels: NDArray[np.integer]
+) -> NDArray[np.float64]:
     """LAC non-conformity scores ``1 - p(true class)`` for labelled rows, sorted ascending."""
     p = np.asarray(mean_probabilities, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
@@ -22,7 +24,9 @@ def conformal_scores(mean_probabilities: NDArray[np.floating], labels: NDArray[n
     return np.sort(scores)
 
 
-def conformal_threshold(sorted_scores: Sequence[float] | NDArray[np.floating], level: float) -> float:
+def conformal_threshold(
+    sorted_scores: Sequence[float] | NDArray[np.floating], level: float
+) -> float:
     """Score threshold for a ``level`` set; ``inf`` (every class) when n is too small for it."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"confidence level must be in (0, 1), got {level}")
@@ -33,7 +37,9 @@ def conformal_threshold(sorted_scores: Sequence[float] | NDArray[np.floating], l
     return float(sorted_scores[rank - 1])
 
 
-def prediction_sets(mean_probabilities: NDArray[np.floating], threshold: float) -> NDArray[np.bool_]:
+def prediction_sets(
+    mean_probabilities: NDArray[np.floating], threshold: float
+) -> NDArray[np.bool_]:
     """Boolean membership [N, C]: classes whose score is within the threshold.
 
     The most probable class is always included: a superset keeps the coverage guarantee and an

@@ -22,7 +22,8 @@ FloatArray = NDArray[np.floating]
 
 def ensemble_mean(member_probabilities: FloatArray) -> NDArray[np.float64]:
     """Mean of calibrated member probabilities, [N, K, C] -> [N, C]."""
-    return np.asarray(member_probabilities, dtype=np.float64).mean(axis=1)
+    mean: NDArray[np.float64] = np.asarray(member_probabilities, dtype=np.float64).mean(axis=1)
+    return mean
 
 
 @lru_cache(maxsize=256)

@@ -1,0 +1,83 @@
+"""The bundle contract: manifest validation, atomic publishing, the graph's preprocessing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from service.bundle import (
+    MODEL_FILE,
+    CategoricalFeature,
+    ManifestError,
+    NumericFeature,
+    RepositoryError,
+    check_repository,
+    graph_columns,
+    model_versions,
+    read_manifest,
+    staged_bundle,
+)
+from training.onnx_graph import EnsembleWeights, build_ensemble_graph
+
+
+def _identity_weights(width: int, members: int = 2) -> EnsembleWeights:
+    # One layer whose logits equal the encoded features: the output exposes the encoding.
+    w = np.repeat(np.eye(width, dtype=np.float32)[None], members, axis=0)
+    b = np.zeros((members, width), dtype=np.float32)
+    return EnsembleWeights(layers=[(w, b)], temperatures=np.ones(members, dtype=np.float32))
+
+
+def test_graph_imputes_standardises_and_one_hot_encodes_with_unknown_bucket() -> None:
+    features = [
+        NumericFeature(name="age", mean=40.0, std=10.0),
+        CategoricalFeature(name="city", categories=["paris", "rome"]),
+    ]
+    model = build_ensemble_graph(features, _identity_weights(1 + 3))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    cols = graph_columns(features, {"age": [50.0, None, 40.0], "city": ["rome", None, "oslo"]})
+    probs = session.run(None, cols)[0]  # [N, K, C] softmax of the encoding
+    logits = np.log(probs[:, 0, :])
+    logits -= logits[:, :1]  # softmax is shift-invariant: compare differences to column 0
+    # age 50 -> z=1; rome -> column 2; missing age -> mean -> z=0; unseen/missing -> unknown.
+    expected = np.array([[1, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 1]], dtype=np.float64)
+    expected -= expected[:, :1]
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+
+
+def _fail_while_staging(repo: Path, name: str) -> None:
+    with staged_bundle(repo, name) as staged:
+        (staged.path / MODEL_FILE).write_bytes(b"half")
+        raise RuntimeError("boom")
+
+
+def test_staged_bundle_publishes_next_version_and_cleans_up_on_failure(tmp_path: Path) -> None:
+    repo = tmp_path / "models"
+    with staged_bundle(repo, "m") as staged:
+        (staged.path / MODEL_FILE).write_bytes(b"x")
+    assert staged.published == repo / "m" / "1"
+    with pytest.raises(RuntimeError, match="boom"):
+        _fail_while_staging(repo, "m")
+    assert model_versions(repo, "m") == [1]
+    assert sorted(p.name for p in (repo / "m").iterdir()) == ["1"]
+    with pytest.raises(RuntimeError, match="boom"):
+        _fail_while_staging(repo, "fresh")
+    assert not (repo / "fresh").exists()
+
+
+def test_repository_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "models"
+    f.write_text("not a directory")
+    with pytest.raises(RepositoryError, match="is a file"):
+        check_repository(f, create=True)
+
+
+def test_manifest_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="cannot read"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 1, "name": "m"}))
+    with pytest.raises(ManifestError, match="features"):
+        read_manifest(tmp_path)
