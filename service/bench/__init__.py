@@ -1,0 +1,1 @@
+"""`probserve bench`: load-test the service against a naive FastAPI baseline and the ORT ceiling."""

@@ -1,0 +1,32 @@
+"""The ceiling: the bundle's graph called in-process with onnxruntime, no HTTP at all."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import onnxruntime as ort
+
+from service.bench.workload import sample_rows
+from service.bundle import MODEL_FILE, graph_columns, read_manifest
+
+
+def ceiling_rows_per_s(bundle: Path, batch: int, seconds: float = 1.0) -> float:
+    """Rows per second of ``InferenceSession.run`` at ``batch`` rows, one intra-op thread."""
+    manifest = read_manifest(bundle)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(
+        str(bundle / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+    )
+    rows = sample_rows(manifest, batch)
+    columns = graph_columns(manifest.features, {f: [r[f] for r in rows] for f in rows[0]})
+    for _ in range(20):
+        session.run(None, columns)
+    calls = 0
+    start = time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for _ in range(50):
+            session.run(None, columns)
+        calls += 50
+    return calls * batch / elapsed
