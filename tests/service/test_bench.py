@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.bench.runner import format_report, run_benchmark
-from tests.conftest import free_port, require_program
+from tests.support import free_port, require_program
 
 
 @pytest.mark.slow
