@@ -1,0 +1,150 @@
+"""Column converters shared by both protocols: Python values or raw tensors -> graph inputs.
+
+This is the hot path of every request, so each converter makes one type-checking pass over a
+column (``type(v) is float`` is far cheaper than ``isinstance`` chains or a pydantic model per
+row) and lets numpy do the arithmetic checks on the whole column at once.
+
+Rules (DESIGN.md, "The model bundle"):
+
+- numeric features take JSON numbers; ``null`` is a missing value (NaN, imputed in the graph);
+  booleans, strings and containers are refused; infinities, and numbers that overflow float32,
+  are refused because the graph's standardisation would turn them into inf/NaN silently.
+- categorical features take strings; ``null`` is missing (``""``, the graph's unknown bucket).
+  JSON integers are accepted and turned into their decimal text (``3`` -> ``"3"``), since a
+  category coded as an integer in the training data is stored as that text; floats and booleans
+  are refused because their text (``"3.0"``, ``"True"``) would silently miss every category.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from service.bundle.columns import MISSING_CATEGORY
+from service.errors import InvalidInput
+
+MIN_CONFIDENCE_LEVEL = 0.5
+MAX_CONFIDENCE_LEVEL = 0.999
+
+NUMERIC_EXPECTED = "a finite number or null"
+CATEGORICAL_EXPECTED = "a string, an integer or null"
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def describe(value: Any) -> str:
+    """Short, bounded description of a bad value for an error message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"the string {shown!r}"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, float) and math.isinf(value):
+        return "infinity"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    return type(value).__name__
+
+
+def bad_value(instance: int, feature: str, expected: str, value: Any, what: str) -> InvalidInput:
+    """The error for one bad cell: names the instance, the feature, what was expected and got."""
+    got = describe(value)
+    return InvalidInput(
+        f"{what} {instance}, feature {feature!r}: expected {expected}, got {got}",
+        instance=instance,
+        feature=feature,
+        expected=expected,
+        got=got,
+    )
+
+
+def numeric_column(values: list[Any], feature: str, what: str = "instance") -> NDArray[np.float32]:
+    """JSON values of one numeric feature -> float32 [N, 1]; ``None`` becomes NaN."""
+    for i, v in enumerate(values):
+        t = type(v)
+        # bool is a subclass of int but `type(True) is int` is False, so booleans fall through.
+        if t is float or t is int or v is None:
+            continue
+        raise bad_value(i, feature, NUMERIC_EXPECTED, v, what)
+    try:
+        wide = np.array(values, dtype=np.float64)
+    except OverflowError:  # an integer too large even for float64
+        for i, v in enumerate(values):
+            if type(v) is int and abs(v) > _FLOAT32_MAX:
+                raise bad_value(i, feature, NUMERIC_EXPECTED, v, what) from None
+        raise
+    return _finite_float32(wide, values, feature, what)
+
+
+def numeric_tensor(raw: NDArray[Any], feature: str, what: str = "element") -> NDArray[np.float32]:
+    """A typed numeric tensor (FP32/FP64/INT...) -> float32 [N, 1]; NaN stays missing."""
+    wide = raw.reshape(-1).astype(np.float64, copy=False)
+    return _finite_float32(wide, wide, feature, what)
+
+
+def _finite_float32(
+    wide: NDArray[np.float64], source: Any, feature: str, what: str
+) -> NDArray[np.float32]:
+    # Only infinities and float32 overflow are errors: NaN is the missing value.
+    with np.errstate(over="ignore"):
+        narrow = wide.astype(np.float32)
+    bad = np.isinf(narrow)
+    if bad.any():
+        i = int(np.argmax(bad))
+        value = source[i]
+        expected = NUMERIC_EXPECTED if math.isinf(float(value)) else "a number within float32 range"
+        raise bad_value(i, feature, expected, float(value), what)
+    return narrow.reshape(-1, 1)
+
+
+def categorical_column(
+    values: list[Any], feature: str, what: str = "instance"
+) -> NDArray[np.object_]:
+    """JSON values of one categorical feature -> object [N, 1] of str; ``None`` becomes ""."""
+    out: list[Any] | None = None
+    for i, v in enumerate(values):
+        t = type(v)
+        if t is str:
+            continue
+        if v is None:
+            text = MISSING_CATEGORY
+        elif t is int:
+            text = str(v)
+        else:
+            raise bad_value(i, feature, CATEGORICAL_EXPECTED, v, what)
+        if out is None:
+            out = list(values)  # copy only when a value must change
+        out[i] = text
+    column = np.empty((len(values), 1), dtype=object)
+    column[:, 0] = values if out is None else out
+    return column
+
+
+def confidence_level(value: Any, field: str) -> float:
+    """Validate a requested confidence level: a number in [0.5, 0.999]."""
+    t = type(value)
+    if (t is float or t is int) and MIN_CONFIDENCE_LEVEL <= value <= MAX_CONFIDENCE_LEVEL:
+        return float(value)
+    expected = f"a number in [{MIN_CONFIDENCE_LEVEL}, {MAX_CONFIDENCE_LEVEL}]"
+    got = describe(value)
+    raise InvalidInput(
+        f"{field}: expected {expected}, got {got}", field=field, expected=expected, got=got
+    )
+
+
+def load_json(body: bytes | memoryview) -> Any:
+    """Parse a JSON body with orjson; malformed JSON is a 400 that says where it broke."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"malformed JSON: {exc}", expected="a JSON body") from None

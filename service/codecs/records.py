@@ -1,0 +1,147 @@
+"""The native (v1) protocol codec: ``{"instances": [{feature: value}]}`` in, predictions out.
+
+Request body::
+
+    {"instances": [{"age": 41, "city": "Lyon"}, ...], "confidence_level": 0.95}
+
+Response body (TF Serving / KServe V1 shape, one prediction per instance, in order)::
+
+    {"predictions": [{"label": "yes", "probabilities": {"no": 0.2, "yes": 0.8},
+                      "intervals": {"no": [0.1, 0.3], "yes": [0.7, 0.9]},
+                      "prediction_set": ["yes"]}, ...],
+     "model": "demo", "version": 3, "confidence_level": 0.95, "request_id": "..."}
+
+Every instance must carry every feature (``null`` is a missing value, an absent key is an error)
+and nothing else; the value rules are in :mod:`service.codecs.columns`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service.bundle import CategoricalFeature, Manifest
+from service.codecs.columns import categorical_column, confidence_level, describe, numeric_column
+from service.dataplane import FeatureBatch, PredictionResult
+from service.errors import InvalidInput
+
+REQUEST_KEYS = frozenset({"instances", "confidence_level"})
+
+
+def decode_predict_request(
+    payload: Any, manifest: Manifest, *, max_rows: int, default_level: float
+) -> tuple[FeatureBatch, float]:
+    """Validate a parsed native request against the model's features.
+
+    Returns the feature batch and the confidence level to use; raises :class:`InvalidInput`
+    naming the instance, the feature and what was expected.
+    """
+    if type(payload) is not dict:
+        raise InvalidInput(
+            "the request body must be a JSON object with an 'instances' list, "
+            f"got {describe(payload)}",
+            expected="an object",
+        )
+    if len(payload) > 2 or not REQUEST_KEYS.issuperset(payload):
+        unknown = sorted(set(payload) - REQUEST_KEYS)
+        raise InvalidInput(
+            f"unknown request field(s) {unknown}: expected 'instances' and optionally "
+            "'confidence_level'",
+            field=unknown[0],
+        )
+    level = default_level
+    if "confidence_level" in payload:
+        level = confidence_level(payload["confidence_level"], "confidence_level")
+    instances = payload.get("instances")
+    if type(instances) is not list:
+        raise InvalidInput(
+            "'instances' must be a list of objects keyed by feature name, "
+            f"got {describe(instances)}",
+            field="instances",
+        )
+    n = len(instances)
+    if n == 0:
+        raise InvalidInput("'instances' is empty: send at least one instance", field="instances")
+    if n > max_rows:
+        raise InvalidInput(
+            f"'instances' has {n} rows, more than the limit of {max_rows} per request",
+            field="instances",
+            limit=max_rows,
+        )
+    names = manifest.feature_names
+    width = len(names)
+    for i, instance in enumerate(instances):
+        # One cheap pass: the common case (an object with exactly the right number of keys)
+        # costs two type/len checks; the key names are checked column by column below.
+        if type(instance) is not dict:
+            raise InvalidInput(
+                f"instance {i}: expected an object keyed by feature name, got {describe(instance)}",
+                instance=i,
+                expected="an object",
+            )
+        if len(instance) != width:
+            raise _key_mismatch(i, instance, names)
+    columns: dict[str, NDArray[np.generic]] = {}
+    for feature in manifest.features:
+        name = feature.name
+        try:
+            values = [instance[name] for instance in instances]
+        except KeyError:
+            i = next(i for i, inst in enumerate(instances) if name not in inst)
+            raise _key_mismatch(i, instances[i], names) from None
+        if isinstance(feature, CategoricalFeature):
+            columns[name] = categorical_column(values, name)
+        else:
+            columns[name] = numeric_column(values, name)
+    return FeatureBatch(columns=columns, rows=n), level
+
+
+def _key_mismatch(i: int, instance: dict[str, Any], names: list[str]) -> InvalidInput:
+    """Name the missing and the unknown features of one instance (a typo shows as both)."""
+    missing = [n for n in names if n not in instance]
+    known = set(names)
+    unknown = [k for k in instance if k not in known]
+    parts = []
+    if missing:
+        parts.append(f"missing feature(s) {missing} (send null for a missing value)")
+    if unknown:
+        parts.append(f"unknown feature(s) {unknown}")
+    feature = missing[0] if missing else unknown[0]
+    return InvalidInput(
+        f"instance {i}: " + "; ".join(parts) + f"; expected exactly the features {names}",
+        instance=i,
+        feature=feature,
+        expected=f"the features {names}",
+    )
+
+
+def encode_predict_response(result: PredictionResult, request_id: str) -> dict[str, Any]:
+    """The native response body (a dict ready for orjson)."""
+    classes = result.handle.manifest.classes
+    # tolist() once per array: building the per-instance dicts from Python floats is several
+    # times faster than indexing numpy scalars.
+    probabilities = result.probabilities.tolist()
+    lower = result.lower.tolist()
+    upper = result.upper.tolist()
+    sets = result.prediction_sets.tolist()
+    predictions = []
+    for label, p, lo, hi, member in zip(
+        result.labels, probabilities, lower, upper, sets, strict=True
+    ):
+        predictions.append(
+            {
+                "label": label,
+                "probabilities": dict(zip(classes, p, strict=True)),
+                "intervals": {c: [a, b] for c, a, b in zip(classes, lo, hi, strict=True)},
+                "prediction_set": [c for c, inside in zip(classes, member, strict=True) if inside],
+            }
+        )
+    return {
+        "predictions": predictions,
+        "model": result.handle.name,
+        "version": result.handle.version,
+        "confidence_level": result.confidence_level,
+        "request_id": request_id,
+    }

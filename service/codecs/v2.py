@@ -1,0 +1,392 @@
+"""The Open Inference Protocol (KServe V2 / Triton REST) codec, binary tensor extension included.
+
+Inputs: one tensor per feature, named after the feature, shape ``[N]`` or ``[N, 1]``.
+Numeric features take FP32 (also FP64, FP16 and the INT/UINT types, converted to float32);
+a NaN is a missing value, an infinity is refused. Categorical features take BYTES (UTF-8 text;
+``""`` or JSON ``null`` is missing). ``data`` may be flat or nested (row-major), or the tensor may
+travel in the binary section (``parameters.binary_data_size``, with the JSON header length in the
+``Inference-Header-Content-Length`` header), which is what ``tritonclient.http`` sends by default.
+``parameters.confidence_level`` sets the level (default from the settings).
+
+Outputs, all ``[N, C]`` in the class order of the model metadata unless noted:
+``probabilities``, ``lower``, ``upper`` (FP32), ``label`` (BYTES ``[N]``) and ``prediction_set``
+(BOOL ``[N, C]``: a typed mask, because V2 has no list-of-strings-per-row type and a JSON string
+per row would need a second decoder on the client). A request may name a subset in ``outputs``
+and ask for any of them in binary (``parameters.binary_data``, or ``binary_data_output`` for all).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from service.bundle import CategoricalFeature, Manifest
+from service.codecs.columns import (
+    categorical_column,
+    confidence_level,
+    describe,
+    load_json,
+    numeric_column,
+    numeric_tensor,
+)
+from service.dataplane import FeatureBatch, ModelHandle, PredictionResult
+from service.errors import InvalidInput
+
+HEADER_LENGTH = "inference-header-content-length"
+
+#: V2 numeric datatypes accepted for a numeric feature, with their little-endian numpy dtype.
+NUMERIC_DATATYPES: dict[str, str] = {
+    "FP32": "<f4",
+    "FP64": "<f8",
+    "FP16": "<f2",
+    "INT8": "i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "UINT8": "u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+}
+
+OUTPUT_DATATYPES: dict[str, str] = {
+    "probabilities": "FP32",
+    "lower": "FP32",
+    "upper": "FP32",
+    "label": "BYTES",
+    "prediction_set": "BOOL",
+}
+
+
+@dataclass(frozen=True)
+class V2Request:
+    """A decoded inference request."""
+
+    batch: FeatureBatch
+    confidence_level: float
+    request_id: str | None
+    #: (output name, send as binary) in response order.
+    outputs: tuple[tuple[str, bool], ...]
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[memoryview, memoryview]:
+    """Split a body into its JSON header and binary section (empty without the extension)."""
+    view = memoryview(body)
+    if header_length is None:
+        return view, view[len(view) :]
+    try:
+        size = int(header_length)
+    except ValueError:
+        size = -1
+    if not 0 <= size <= len(view):
+        raise InvalidInput(
+            f"Inference-Header-Content-Length {header_length!r} is not a length within the "
+            f"body of {len(view)} bytes",
+            expected="the byte length of the JSON header",
+        )
+    return view[:size], view[size:]
+
+
+def decode_infer_request(
+    body: bytes,
+    header_length: str | None,
+    manifest: Manifest,
+    *,
+    max_rows: int,
+    default_level: float,
+) -> V2Request:
+    """Validate a V2 inference request; errors name the input, the element and the expectation."""
+    header, binary = split_body(body, header_length)
+    payload = load_json(header)
+    if type(payload) is not dict:
+        raise InvalidInput(f"the request must be a JSON object, got {describe(payload)}")
+    request_id = payload.get("id")
+    if request_id is not None and type(request_id) is not str:
+        raise InvalidInput(f"'id' must be a string, got {describe(request_id)}", field="id")
+    parameters = payload.get("parameters") or {}
+    if type(parameters) is not dict:
+        raise InvalidInput("'parameters' must be an object", field="parameters")
+    level = default_level
+    if "confidence_level" in parameters:
+        level = confidence_level(parameters["confidence_level"], "parameters.confidence_level")
+    columns, rows = _decode_inputs(payload.get("inputs"), binary, manifest, max_rows)
+    outputs = _requested_outputs(payload.get("outputs"), parameters.get("binary_data_output"))
+    return V2Request(FeatureBatch(columns=columns, rows=rows), level, request_id, outputs)
+
+
+def _decode_inputs(
+    inputs: Any, binary: memoryview, manifest: Manifest, max_rows: int
+) -> tuple[dict[str, NDArray[np.generic]], int]:
+    if type(inputs) is not list or not inputs:
+        raise InvalidInput(
+            "'inputs' must be a non-empty list with one tensor per feature",
+            field="inputs",
+            expected=f"the inputs {manifest.feature_names}",
+        )
+    features = {f.name: f for f in manifest.features}
+    decoded: dict[str, NDArray[np.generic]] = {}
+    rows: int | None = None
+    offset = 0
+    for tensor in inputs:
+        if type(tensor) is not dict or type(tensor.get("name")) is not str:
+            raise InvalidInput("each input must be an object with a 'name'", field="inputs")
+        name: str = tensor["name"]
+        feature = features.get(name)
+        if feature is None:
+            raise InvalidInput(
+                f"unknown input {name!r}: expected the inputs {manifest.feature_names}",
+                feature=name,
+                expected=f"the inputs {manifest.feature_names}",
+            )
+        if name in decoded:
+            raise InvalidInput(f"input {name!r} appears twice", feature=name)
+        n = _rows_from_shape(tensor.get("shape"), name, max_rows)
+        if rows is None:
+            rows = n
+        elif n != rows:
+            raise InvalidInput(
+                f"input {name!r} has {n} rows but the previous inputs have {rows}",
+                feature=name,
+                expected=f"shape [{rows}] or [{rows}, 1]",
+            )
+        categorical = isinstance(feature, CategoricalFeature)
+        datatype = tensor.get("datatype")
+        expected_types = "BYTES" if categorical else "FP32 (or FP64, FP16, INT*, UINT*)"
+        if (datatype != "BYTES") if categorical else (datatype not in NUMERIC_DATATYPES):
+            raise InvalidInput(
+                f"input {name!r}: expected datatype {expected_types}, got {describe(datatype)}",
+                feature=name,
+                expected=expected_types,
+            )
+        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            if type(size) is not int or size < 0 or offset + size > len(binary):
+                raise InvalidInput(
+                    f"input {name!r}: binary_data_size {size!r} runs past the binary section "
+                    f"({len(binary)} bytes)",
+                    feature=name,
+                )
+            chunk = binary[offset : offset + size]
+            offset += size
+            decoded[name] = _binary_column(chunk, str(datatype), n, name)
+        else:
+            data = _flat(tensor.get("data"), name)
+            if len(data) != n:
+                raise InvalidInput(
+                    f"input {name!r}: shape says {n} elements but 'data' holds {len(data)}",
+                    feature=name,
+                    expected=f"{n} elements",
+                )
+            decoded[name] = (
+                categorical_column(data, name, "element")
+                if categorical
+                else numeric_column(data, name, "element")
+            )
+    if offset != len(binary):
+        raise InvalidInput(
+            f"the binary section has {len(binary) - offset} bytes no input claims",
+            expected="binary_data_size on each binary input",
+        )
+    missing = [n for n in manifest.feature_names if n not in decoded]
+    if missing:
+        raise InvalidInput(
+            f'missing input(s) {missing}: send one tensor per feature (NaN or "" is a '
+            "missing value)",
+            feature=missing[0],
+            expected=f"the inputs {manifest.feature_names}",
+        )
+    assert rows is not None  # inputs is non-empty
+    # Graph input order, whatever order the client sent.
+    return {n: decoded[n] for n in manifest.feature_names}, rows
+
+
+def _rows_from_shape(shape: Any, name: str, max_rows: int) -> int:
+    ok = (
+        type(shape) is list
+        and len(shape) in (1, 2)
+        and all(type(d) is int and d >= 0 for d in shape)
+        and (len(shape) == 1 or shape[1] == 1)
+    )
+    if not ok:
+        raise InvalidInput(
+            f"input {name!r}: expected shape [N] or [N, 1], got {shape!r}",
+            feature=name,
+            expected="shape [N] or [N, 1]",
+        )
+    n: int = shape[0]
+    if n == 0:
+        raise InvalidInput(f"input {name!r} has no rows: send at least one", feature=name)
+    if n > max_rows:
+        raise InvalidInput(
+            f"input {name!r} has {n} rows, more than the limit of {max_rows} per request",
+            feature=name,
+            limit=max_rows,
+        )
+    return n
+
+
+def _flat(data: Any, name: str) -> list[Any]:
+    if type(data) is not list:
+        raise InvalidInput(
+            f"input {name!r}: expected 'data' (a list) or parameters.binary_data_size, "
+            f"got {describe(data)}",
+            feature=name,
+        )
+    if data and type(data[0]) is list:  # row-major nested [[v], [v], ...]
+        flat: list[Any] = []
+        for row in data:
+            if type(row) is not list:
+                raise InvalidInput(f"input {name!r}: ragged nested 'data'", feature=name)
+            flat.extend(row)
+        return flat
+    return data
+
+
+def _binary_column(chunk: memoryview, datatype: str, n: int, name: str) -> NDArray[np.generic]:
+    if datatype == "BYTES":
+        return categorical_column(_deserialize_bytes(chunk, n, name), name, "element")
+    dtype = np.dtype(NUMERIC_DATATYPES[datatype])
+    if len(chunk) != n * dtype.itemsize:
+        raise InvalidInput(
+            f"input {name!r}: {len(chunk)} binary bytes for {n} {datatype} elements "
+            f"(expected {n * dtype.itemsize})",
+            feature=name,
+            expected=f"{n * dtype.itemsize} bytes",
+        )
+    return numeric_tensor(np.frombuffer(chunk, dtype=dtype), name)
+
+
+def _deserialize_bytes(chunk: memoryview, n: int, name: str) -> list[Any]:
+    """Triton's BYTES wire format: per element a little-endian uint32 length, then the bytes."""
+    values: list[Any] = []
+    offset, end = 0, len(chunk)
+    while offset < end:
+        if offset + 4 > end:
+            raise InvalidInput(f"input {name!r}: truncated BYTES element", feature=name)
+        (length,) = struct.unpack_from("<I", chunk, offset)
+        offset += 4
+        if offset + length > end:
+            raise InvalidInput(f"input {name!r}: truncated BYTES element", feature=name)
+        try:
+            values.append(str(chunk[offset : offset + length], "utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidInput(
+                f"element {len(values)}, input {name!r}: expected UTF-8 text",
+                instance=len(values),
+                feature=name,
+                expected="UTF-8 text",
+            ) from None
+        offset += length
+    if len(values) != n:
+        raise InvalidInput(
+            f"input {name!r}: shape says {n} elements but the binary data holds {len(values)}",
+            feature=name,
+            expected=f"{n} elements",
+        )
+    return values
+
+
+def _requested_outputs(outputs: Any, binary_default: Any) -> tuple[tuple[str, bool], ...]:
+    default = binary_default is True
+    if outputs is None:
+        return tuple((name, default) for name in OUTPUT_DATATYPES)
+    if type(outputs) is not list:
+        raise InvalidInput("'outputs' must be a list", field="outputs")
+    chosen = []
+    for out in outputs:
+        name = out.get("name") if type(out) is dict else None
+        if name not in OUTPUT_DATATYPES:
+            raise InvalidInput(
+                f"unknown output {name!r}: expected one of {list(OUTPUT_DATATYPES)}",
+                field="outputs",
+                expected=str(list(OUTPUT_DATATYPES)),
+            )
+        params = out.get("parameters") or {}
+        binary = params.get("binary_data", default) is True if type(params) is dict else default
+        chosen.append((str(name), binary))
+    return tuple(chosen)
+
+
+def encode_infer_response(
+    result: PredictionResult, request: V2Request, request_id: str
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header length when any output travels in binary."""
+    n, c = result.probabilities.shape
+    outputs: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for name, binary in request.outputs:
+        if name == "label":
+            tensor: NDArray[Any] | list[str] = result.labels
+            shape = [n]
+        elif name == "prediction_set":
+            tensor = np.ascontiguousarray(result.prediction_sets, dtype=np.bool_)
+            shape = [n, c]
+        else:
+            source = {"probabilities": result.probabilities, "lower": result.lower}.get(
+                name, result.upper
+            )
+            tensor = np.ascontiguousarray(source, dtype=np.float32)
+            shape = [n, c]
+        entry: dict[str, Any] = {"name": name, "datatype": OUTPUT_DATATYPES[name], "shape": shape}
+        if binary:
+            raw = _serialize_bytes(result.labels) if name == "label" else tensor.tobytes()  # type: ignore[union-attr]
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = tensor.reshape(-1) if isinstance(tensor, np.ndarray) else tensor
+        outputs.append(entry)
+    header = orjson.dumps(
+        {
+            "model_name": result.handle.name,
+            "model_version": str(result.handle.version),
+            "id": request_id,
+            "parameters": {"confidence_level": result.confidence_level},
+            "outputs": outputs,
+        },
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+    if not chunks:
+        return header, None
+    return header + b"".join(chunks), len(header)
+
+
+def _serialize_bytes(values: list[str]) -> bytes:
+    parts = []
+    for value in values:
+        raw = value.encode("utf-8")
+        parts.append(struct.pack("<I", len(raw)))
+        parts.append(raw)
+    return b"".join(parts)
+
+
+def model_metadata(handle: ModelHandle, versions: list[int]) -> dict[str, Any]:
+    """V2 model metadata: inputs and outputs as a Triton client expects them."""
+    manifest = handle.manifest
+    c = len(manifest.classes)
+    return {
+        "name": handle.name,
+        "versions": [str(v) for v in versions],
+        "platform": "onnxruntime_onnx",
+        "inputs": [
+            {
+                "name": f.name,
+                "datatype": "BYTES" if isinstance(f, CategoricalFeature) else "FP32",
+                "shape": [-1, 1],
+            }
+            for f in manifest.features
+        ],
+        "outputs": [
+            {"name": name, "datatype": dt, "shape": [-1] if name == "label" else [-1, c]}
+            for name, dt in OUTPUT_DATATYPES.items()
+        ],
+        "parameters": {
+            "classes": manifest.classes,
+            "version": str(handle.version),
+            "execution_provider": handle.provider,
+        },
+    }

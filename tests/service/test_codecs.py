@@ -1,0 +1,257 @@
+"""Unit tests of the payload codecs: every bad-input rule, against a real bundle manifest."""
+
+from __future__ import annotations
+
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.bundle import Manifest, read_manifest
+from service.codecs.records import decode_predict_request, encode_predict_response
+from service.codecs.v2 import decode_infer_request, encode_infer_response
+from service.dataplane import ModelHandle, PredictionResult
+from service.errors import InvalidInput
+
+
+@pytest.fixture
+def manifest(bundle_repository: Path) -> Manifest:
+    return read_manifest(bundle_repository / "toy" / "1")
+
+
+def _native(manifest: Manifest, payload: Any, max_rows: int = 10) -> Any:
+    return decode_predict_request(payload, manifest, max_rows=max_rows, default_level=0.9)
+
+
+ROW = {"x1": 1.5, "x2": 3, "colour": "red"}
+
+
+def test_native_decodes_columns_in_graph_order(manifest: Manifest) -> None:
+    payload = {"instances": [ROW, {"colour": None, "x2": None, "x1": -2}]}
+    batch, level = _native(manifest, payload)
+    assert level == 0.9
+    assert batch.rows == 2
+    assert list(batch.columns) == ["x1", "x2", "colour"]
+    x1 = batch.columns["x1"]
+    assert x1.dtype == np.float32
+    assert x1.shape == (2, 1)
+    assert x1[:, 0].tolist() == [1.5, -2.0]
+    assert math.isnan(float(batch.columns["x2"][1, 0]))
+    assert batch.columns["colour"][:, 0].tolist() == ["red", ""]
+
+
+def test_native_integer_category_becomes_text(manifest: Manifest) -> None:
+    batch, _ = _native(manifest, {"instances": [{**ROW, "colour": 7}]})
+    assert batch.columns["colour"][0, 0] == "7"
+
+
+def test_native_confidence_level(manifest: Manifest) -> None:
+    _, level = _native(manifest, {"instances": [ROW], "confidence_level": 0.8})
+    assert level == 0.8
+
+
+@pytest.mark.parametrize(
+    ("payload", "expect"),
+    [
+        ({"instances": [ROW, {"x1": 1, "x2": 2}]}, {"instance": 1, "feature": "colour"}),
+        ({"instances": [{**ROW, "size": 3}]}, {"instance": 0, "feature": "size"}),
+        (
+            {"instances": [{"x1": 1, "x2": 2, "color": "red"}]},
+            {"instance": 0, "feature": "colour"},
+        ),
+        ({"instances": [ROW, {**ROW, "x1": "1.5"}]}, {"instance": 1, "feature": "x1"}),
+        ({"instances": [{**ROW, "x2": True}]}, {"instance": 0, "feature": "x2"}),
+        ({"instances": [{**ROW, "x2": [1]}]}, {"instance": 0, "feature": "x2"}),
+        ({"instances": [ROW, ROW, {**ROW, "x1": 1e39}]}, {"instance": 2, "feature": "x1"}),
+        ({"instances": [{**ROW, "x1": 10**400}]}, {"instance": 0, "feature": "x1"}),
+        ({"instances": [{**ROW, "colour": 1.0}]}, {"instance": 0, "feature": "colour"}),
+        ({"instances": [{**ROW, "colour": False}]}, {"instance": 0, "feature": "colour"}),
+        ({"instances": [ROW, "row"]}, {"instance": 1}),
+        ({"instances": []}, {"field": "instances"}),
+        ({"instances": [ROW] * 11}, {"field": "instances", "limit": 10}),
+        ({"instances": {"x1": 1}}, {"field": "instances"}),
+        ({"rows": [ROW]}, {"field": "rows"}),
+        ({"instances": [ROW], "confidence_level": 0.3}, {"field": "confidence_level"}),
+        ({"instances": [ROW], "confidence_level": 1.0}, {"field": "confidence_level"}),
+        ({"instances": [ROW], "confidence_level": "0.9"}, {"field": "confidence_level"}),
+        ({"instances": [ROW], "confidence_level": True}, {"field": "confidence_level"}),
+    ],
+)
+def test_native_bad_input_names_instance_and_feature(
+    manifest: Manifest, payload: Any, expect: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidInput) as info:
+        _native(manifest, payload)
+    body = info.value.to_dict()
+    assert info.value.status_code == 400
+    for key, value in expect.items():
+        assert body[key] == value, body
+    if "feature" in expect:
+        assert repr(expect["feature"]) in body["error"]
+    if "instance" in expect:
+        assert f"instance {expect['instance']}" in body["error"]
+
+
+def test_native_infinity_is_refused_with_expectation(manifest: Manifest) -> None:
+    with pytest.raises(InvalidInput) as info:
+        _native(manifest, {"instances": [{**ROW, "x1": 1e39}]})
+    assert "float32" in info.value.to_dict()["expected"]
+
+
+def _v2(manifest: Manifest, payload: dict[str, Any], binary: bytes = b"") -> Any:
+    import orjson
+
+    header = orjson.dumps(payload)
+    return decode_infer_request(
+        header + binary,
+        str(len(header)) if binary else None,
+        manifest,
+        max_rows=10,
+        default_level=0.95,
+    )
+
+
+def _inputs(n: int = 2) -> list[dict[str, Any]]:
+    return [
+        {"name": "x2", "datatype": "INT64", "shape": [n, 1], "data": [[4]] * n},
+        {"name": "x1", "datatype": "FP32", "shape": [n], "data": [0.5] * n},
+        {"name": "colour", "datatype": "BYTES", "shape": [n], "data": ["blue", None][:n]},
+    ]
+
+
+def test_v2_json_inputs_nested_any_order(manifest: Manifest) -> None:
+    req = _v2(manifest, {"id": "abc", "inputs": _inputs(), "parameters": {"confidence_level": 0.7}})
+    assert req.request_id == "abc"
+    assert req.confidence_level == 0.7
+    assert list(req.batch.columns) == ["x1", "x2", "colour"]
+    assert req.batch.columns["x2"][:, 0].tolist() == [4.0, 4.0]
+    assert req.batch.columns["colour"][:, 0].tolist() == ["blue", ""]
+    assert [name for name, _ in req.outputs] == [
+        "probabilities",
+        "lower",
+        "upper",
+        "label",
+        "prediction_set",
+    ]
+
+
+def test_v2_binary_inputs_nan_is_missing(manifest: Manifest) -> None:
+    x1 = np.array([np.nan, 2.0], dtype=np.float32).tobytes()
+    x2 = np.array([1.0, 2.0], dtype=np.float64).tobytes()
+    colour = b"".join(struct.pack("<I", len(s)) + s for s in (b"red", b""))
+    inputs = [
+        {"name": "x1", "datatype": "FP32", "shape": [2, 1], "parameters": {"binary_data_size": 8}},
+        {"name": "x2", "datatype": "FP64", "shape": [2], "parameters": {"binary_data_size": 16}},
+        {
+            "name": "colour",
+            "datatype": "BYTES",
+            "shape": [2],
+            "parameters": {"binary_data_size": len(colour)},
+        },
+    ]
+    req = _v2(manifest, {"inputs": inputs, "outputs": [{"name": "label"}]}, x1 + x2 + colour)
+    assert math.isnan(float(req.batch.columns["x1"][0, 0]))
+    assert req.batch.columns["x2"][:, 0].tolist() == [1.0, 2.0]
+    assert req.batch.columns["colour"][:, 0].tolist() == ["red", ""]
+    assert req.outputs == (("label", False),)
+
+
+def _with(index: int, **change: Any) -> list[dict[str, Any]]:
+    inputs = _inputs()
+    inputs[index] = {**inputs[index], **change}
+    return inputs
+
+
+@pytest.mark.parametrize(
+    ("payload", "feature"),
+    [
+        ({"inputs": _inputs()[:2]}, "colour"),
+        ({"inputs": [*_inputs(), {"name": "size", "datatype": "FP32", "shape": [2]}]}, "size"),
+        ({"inputs": [*_inputs(), _inputs()[0]]}, "x2"),
+        ({"inputs": _with(1, datatype="BYTES")}, "x1"),
+        ({"inputs": _with(2, datatype="FP32")}, "colour"),
+        ({"inputs": _with(1, shape=[2, 2])}, "x1"),
+        ({"inputs": _with(1, shape=[3])}, "x1"),
+        ({"inputs": _with(1, data=[1.0])}, "x1"),
+        ({"inputs": _with(1, data=["a", 1.0])}, "x1"),
+        ({"inputs": _with(1, shape=[0], data=[])}, "x1"),
+        ({"inputs": _with(1, shape=[11], data=[1.0] * 11)}, "x1"),
+        ({"inputs": _inputs(), "outputs": [{"name": "logits"}]}, None),
+        ({"inputs": _inputs(), "parameters": {"confidence_level": 0.9999}}, None),
+    ],
+)
+def test_v2_bad_input(manifest: Manifest, payload: dict[str, Any], feature: str | None) -> None:
+    with pytest.raises(InvalidInput) as info:
+        _v2(manifest, payload)
+    if feature is not None:
+        assert info.value.to_dict()["feature"] == feature
+        assert repr(feature) in info.value.message
+
+
+def test_v2_binary_infinity_names_element(manifest: Manifest) -> None:
+    x1 = np.array([1.0, np.inf], dtype=np.float32).tobytes()
+    inputs = _with(1, data=None, parameters={"binary_data_size": 8})
+    del inputs[1]["data"]
+    with pytest.raises(InvalidInput) as info:
+        _v2(manifest, {"inputs": inputs}, x1)
+    body = info.value.to_dict()
+    assert (body["instance"], body["feature"]) == (1, "x1")
+
+
+def test_v2_malformed_json(manifest: Manifest) -> None:
+    with pytest.raises(InvalidInput, match="malformed JSON"):
+        decode_infer_request(b"{nope", None, manifest, max_rows=10, default_level=0.95)
+
+
+def _result(manifest: Manifest) -> PredictionResult:
+    handle = ModelHandle(name="toy", version=1, manifest=manifest, provider="CPUExecutionProvider")
+    p = np.array([[0.2, 0.7, 0.1], [0.5, 0.25, 0.25]])
+    return PredictionResult(
+        handle=handle,
+        confidence_level=0.9,
+        probabilities=p,
+        lower=p - 0.05,
+        upper=p + 0.05,
+        prediction_sets=np.array([[False, True, False], [True, True, True]]),
+        labels=["yes", "no"],
+    )
+
+
+def test_native_encoder_shape(manifest: Manifest) -> None:
+    body = encode_predict_response(_result(manifest), "rid")
+    assert body["model"] == "toy"
+    assert body["version"] == 1
+    assert body["request_id"] == "rid"
+    first = body["predictions"][0]
+    assert first["label"] == "yes"
+    assert first["probabilities"] == {"no": 0.2, "yes": 0.7, "maybe": 0.1}
+    assert first["intervals"]["yes"] == pytest.approx([0.65, 0.75])
+    assert first["prediction_set"] == ["yes"]
+    assert body["predictions"][1]["prediction_set"] == ["no", "yes", "maybe"]
+
+
+def test_v2_encoder_binary_and_json(manifest: Manifest) -> None:
+    import orjson
+
+    req = _v2(
+        manifest,
+        {
+            "inputs": _inputs(),
+            "outputs": [
+                {"name": "label", "parameters": {"binary_data": True}},
+                {"name": "probabilities"},
+            ],
+        },
+    )
+    body, header_length = encode_infer_response(_result(manifest), req, "rid")
+    assert header_length is not None
+    header = orjson.loads(body[:header_length])
+    assert header["id"] == "rid"
+    label, probs = header["outputs"]
+    assert label["parameters"]["binary_data_size"] == len(body) - header_length
+    assert body[header_length:] == b"\x03\x00\x00\x00yes\x02\x00\x00\x00no"
+    assert probs["shape"] == [2, 3]
+    assert probs["data"] == pytest.approx([0.2, 0.7, 0.1, 0.5, 0.25, 0.25])
