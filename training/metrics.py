@@ -1,0 +1,125 @@
+"""Test-split figures of a trained bundle: accuracy, ranking, calibration, coverage.
+
+Definitions (stated in the model card too):
+- ``brier``: multi-class Brier score, mean over rows of sum over classes of (p_c - 1[y=c])^2
+  (for two classes this is twice the positive-class Brier score).
+- ``ece``: top-label expected calibration error, 15 equal-width confidence bins.
+- ``conformal_coverage_XX`` / ``conformal_set_size_XX``: share of test rows whose true class is in
+  the split-conformal set at level XX%, and the mean set size.
+- ``true_proba_coverage_XX`` (synthetic only): share of test rows for which the XX% interval of
+  EVERY class contains that class's true probability (all classes, the stricter reading);
+  ``interval_width_XX``: mean upper - lower over rows and classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.metrics import roc_auc_score
+
+from service.uncertainty import (
+    conformal_threshold,
+    ensemble_mean,
+    logit_intervals,
+    prediction_sets,
+)
+
+ECE_BINS = 15
+LEVELS = (0.90, 0.95)
+_EPS = 1e-15
+
+
+@dataclass(frozen=True)
+class ReliabilityBins:
+    """Per-bin mean confidence, accuracy and row count (for the reliability diagram)."""
+
+    confidence: NDArray[np.float64]
+    accuracy: NDArray[np.float64]
+    count: NDArray[np.int64]
+
+
+def reliability_bins(probabilities: NDArray[np.floating], labels: NDArray[np.int64],
+                     bins: int = ECE_BINS) -> ReliabilityBins:
+    """Top-label confidence vs accuracy in ``bins`` equal-width bins over [0, 1]."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    confidence = p.max(axis=1)
+    correct = (p.argmax(axis=1) == labels).astype(np.float64)
+    # Right-closed bins, so confidence 1.0 falls in the last bin and 0 < conf always binned.
+    index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    count = np.bincount(index, minlength=bins)
+    safe = np.maximum(count, 1)
+    return ReliabilityBins(np.bincount(index, confidence, bins) / safe,
+                           np.bincount(index, correct, bins) / safe, count)
+
+
+def expected_calibration_error(probabilities: NDArray[np.floating], labels: NDArray[np.int64],
+                               bins: int = ECE_BINS) -> float:
+    """Top-label ECE: sum over bins of (rows in bin / N) * |accuracy - mean confidence|."""
+    rb = reliability_bins(probabilities, labels, bins)
+    return float(np.sum(rb.count * np.abs(rb.accuracy - rb.confidence)) / max(len(labels), 1))
+
+
+def classification_metrics(mean: NDArray[np.floating], labels: NDArray[np.int64]) -> dict[str, float]:
+    """Accuracy, macro one-vs-rest ROC AUC, log loss, Brier and ECE of mean probabilities [N, C]."""
+    p = np.asarray(mean, dtype=np.float64)
+    n, c = p.shape
+    onehot = np.eye(c)[labels]
+    out = {
+        "accuracy": float(np.mean(p.argmax(axis=1) == labels)),
+        "log_loss": float(-np.mean(np.log(np.clip(p[np.arange(n), labels], _EPS, 1.0)))),
+        "brier": float(np.mean(np.sum((p - onehot) ** 2, axis=1))),
+        "ece": expected_calibration_error(p, labels),
+    }
+    present = np.unique(labels)
+    if len(present) == c:  # AUC is undefined when a class is absent from the test split
+        if c == 2:
+            out["roc_auc_macro"] = float(roc_auc_score(labels, p[:, 1]))
+        else:
+            out["roc_auc_macro"] = float(roc_auc_score(labels, p / p.sum(axis=1, keepdims=True),
+                                                       multi_class="ovr", average="macro"))
+    return out
+
+
+def conformal_metrics(mean: NDArray[np.floating], labels: NDArray[np.int64],
+                      sorted_scores: NDArray[np.floating]) -> dict[str, float]:
+    """Coverage and mean size of the split-conformal sets at 90% and 95%."""
+    out: dict[str, float] = {}
+    for level in LEVELS:
+        sets = prediction_sets(mean, conformal_threshold(sorted_scores, level))
+        tag = f"{round(level * 100)}"
+        out[f"conformal_coverage_{tag}"] = float(np.mean(sets[np.arange(len(labels)), labels]))
+        out[f"conformal_set_size_{tag}"] = float(np.mean(sets.sum(axis=1)))
+    return out
+
+
+def interval_metrics(member_probabilities: NDArray[np.floating],
+                     true_probabilities: NDArray[np.floating] | None) -> dict[str, float]:
+    """Mean interval width at 90%/95%; with the truth, the share of rows covered for all classes."""
+    out: dict[str, float] = {}
+    for level in LEVELS:
+        lower, upper = logit_intervals(member_probabilities, level)
+        tag = f"{round(level * 100)}"
+        out[f"interval_width_{tag}"] = float(np.mean(upper - lower))
+        if true_probabilities is not None:
+            t = np.asarray(true_probabilities, dtype=np.float64)
+            inside = (lower <= t) & (t <= upper)
+            out[f"true_proba_coverage_{tag}"] = float(np.mean(inside.all(axis=1)))
+            predicted = np.asarray(member_probabilities).mean(axis=1).argmax(axis=1)
+            rows = np.arange(len(t))
+            out[f"true_proba_coverage_predicted_{tag}"] = float(np.mean(inside[rows, predicted]))
+    return out
+
+
+def evaluate(member_probabilities: NDArray[np.floating], labels: NDArray[np.int64],
+                 sorted_scores: NDArray[np.floating],
+                 true_probabilities: NDArray[np.floating] | None = None) -> dict[str, float]:
+    """Every headline figure for the test split, from calibrated member probabilities [N, K, C]."""
+    mean = ensemble_mean(member_probabilities)
+    return {
+        **classification_metrics(mean, labels),
+        **conformal_metrics(mean, labels, sorted_scores),
+        **interval_metrics(member_probabilities, true_probabilities),
+        "test_rows": float(len(labels)),
+    }

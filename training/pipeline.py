@@ -1,0 +1,202 @@
+"""The trainer as one function: load -> split -> preprocess -> fit -> calibrate -> export ->
+verify -> report -> write bundle. Each stage is a module of its own with plain data between them.
+
+Nothing touches the model repository until the last stage, and that stage publishes through a
+staging directory and an atomic rename, so a failure anywhere leaves the repository as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.bundle import RepositoryError
+from service.errors import UsageError
+from training.bundle_writer import write_bundle
+from training.calibrate import calibrate
+from training.data import load_dataset, model_name_for
+from training.ensemble import EnsembleConfig, fit_ensemble, member_logits, resolve_device
+from training.export import (
+    check_parity,
+    ensemble_weights,
+    export_ensemble,
+    onnx_member_probabilities,
+    random_rows,
+)
+from training.metrics import evaluate, reliability_bins
+from training.preprocess import encode_features, fit_features, json_inputs
+from training.report import ReportInputs, build_reference, report_writer
+from training.splits import SplitSizes, stratified_splits
+
+log = logging.getLogger(__name__)
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: Real test rows in the parity check (plus random rows) and rows stored as the load-time sample.
+PARITY_REAL_ROWS = 256
+SAMPLE_ROWS = 8
+
+
+class TrainConfig(BaseModel):
+    """Everything ``probserve train`` can be told; defaults are the tuned defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data: str
+    target: str | None = None
+    name: str | None = None
+    model_repository: Path = Path("models")
+    members: int = Field(default=8, ge=2)
+    hidden: tuple[int, ...] = (64, 64)
+    epochs: int = Field(default=200, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    patience: int = Field(default=20, ge=0)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    validation_size: float = 0.15
+    calibration_size: float = 0.10
+    test_size: float = 0.15
+    synthetic_rows: int = Field(default=20_000, ge=1)
+    synthetic_output: Path | None = None
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    progress: bool | None = None
+
+    def ensemble(self) -> EnsembleConfig:
+        """The ensemble stage's settings."""
+        return EnsembleConfig(
+            members=self.members, hidden=self.hidden, epochs=self.epochs,
+            batch_size=self.batch_size, learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay, optimizer=self.optimizer, patience=self.patience,
+            seed=self.seed, device=self.device, progress=self.progress,
+        )
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the bundle went and its test figures."""
+
+    bundle_path: Path
+    metrics: dict[str, float]
+    parity_max_abs_diff: float
+
+
+def check_model_repository(path: Path) -> None:
+    """Fail early (before any training) on a repository path that cannot hold bundles."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"model repository {path} is a file, not a directory: pass a directory "
+                         "with --model-repository")
+
+
+def model_name(config: TrainConfig) -> str:
+    """The bundle's model name: ``--name`` or derived from the data source."""
+    name = config.name if config.name is not None else model_name_for(config.data)
+    if not _MODEL_NAME.match(name):
+        raise UsageError(f"model name {name!r} is not allowed: use letters, digits, '_', '.', '-' "
+                         "and start with a letter or digit")
+    return name
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train, verify and publish a bundle as the next version of the model; see module doc."""
+    check_model_repository(config.model_repository)
+    name = model_name(config)
+    device = resolve_device(config.device)
+    dataset = load_dataset(
+        config.data, target=config.target, numeric=config.numeric,
+        categorical=config.categorical, synthetic_rows=config.synthetic_rows, seed=config.seed,
+        synthetic_output=config.synthetic_output,
+    )
+    sizes = SplitSizes(config.validation_size, config.calibration_size, config.test_size)
+    splits = stratified_splits(dataset.labels, sizes, config.seed)
+    frame, y = dataset.frame, dataset.labels
+    part = {s: frame.iloc[getattr(splits, s)].reset_index(drop=True)
+            for s in ("train", "validation", "calibration", "test")}
+    labels = {s: y[getattr(splits, s)] for s in part}
+    log.info("data %s: %d rows, %d features, classes %s; splits %s", config.data, len(frame),
+             frame.shape[1], dataset.classes, {s: len(v) for s, v in labels.items()})
+
+    features = fit_features(part["train"], dataset.numeric, dataset.categorical)
+    encoded = {s: encode_features(part[s], features) for s in part}
+    trained = fit_ensemble(encoded["train"], labels["train"], encoded["validation"],
+                           labels["validation"], len(dataset.classes), config.ensemble())
+
+    logits = {s: member_logits(trained.layers, encoded[s]) for s in ("validation", "calibration")}
+    calib = calibrate(logits["validation"], labels["validation"], logits["calibration"],
+                      labels["calibration"])
+    weights = ensemble_weights(trained.layers, calib.temperatures)
+    graph = export_ensemble(features, weights)
+    parity = check_parity(graph, features, weights, part["test"].head(PARITY_REAL_ROWS),
+                          seed=config.seed)
+
+    # Figures come from the exported graph itself: what the service will serve.
+    test_probs = onnx_member_probabilities(graph, features, part["test"])
+    true_p = None
+    if dataset.true_probabilities is not None:
+        true_p = dataset.true_probabilities[splits.test]
+    metrics = evaluate(test_probs, labels["test"], calib.conformal_scores, true_p)
+    train_probs = onnx_member_probabilities(graph, features, part["train"])
+    reference = build_reference(part["train"], labels["train"], dataset.classes, train_probs,
+                                seed=config.seed)
+    sample = pd.concat([part["test"].head(SAMPLE_ROWS // 2),
+                        random_rows(features, SAMPLE_ROWS - SAMPLE_ROWS // 2, config.seed + 1)],
+                       ignore_index=True)
+    report = ReportInputs(
+        source=config.data,
+        split_rows={s: len(v) for s, v in labels.items()},
+        history=trained.history,
+        reliability=reliability_bins(test_probs.mean(axis=1), labels["test"]),
+        parity_max_abs_diff=parity.max_abs_diff,
+        parity_rows=parity.rows,
+        synthetic=true_p is not None,
+        device=str(device),
+    )
+    params: dict[str, str | int | float | bool | None] = {
+        "data": config.data,
+        "members": config.members,
+        "hidden": ",".join(map(str, config.hidden)),
+        "epochs": config.epochs,
+        "epochs_run": len(trained.history.train),
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "weight_decay": config.weight_decay,
+        "optimizer": config.optimizer,
+        "patience": config.patience,
+        "seed": config.seed,
+        "device": str(device),
+        "validation_size": config.validation_size,
+        "calibration_size": config.calibration_size,
+        "test_size": config.test_size,
+        "train_seconds": round(trained.history.seconds, 3),
+        "parity_max_abs_diff": parity.max_abs_diff,
+        **{f"rows_{s}": len(v) for s, v in labels.items()},
+    }
+    try:
+        path = write_bundle(
+            config.model_repository, name, features=features, classes=dataset.classes,
+            target=dataset.target, weights=weights, conformal_scores=calib.conformal_scores,
+            metrics=metrics, training_params=params, data_fingerprint=dataset.fingerprint(),
+            reference=reference, sample_inputs=json_inputs(sample, features),
+            write_report=report_writer(report),
+        )
+    except RepositoryError as exc:
+        raise UsageError(str(exc)) from exc
+    log.info("bundle written to %s", path)
+    return TrainResult(path, metrics, parity.max_abs_diff)
+
+
+def headline(metrics: dict[str, float]) -> str:
+    """One line of the figures a person looks at first."""
+    keys = ("accuracy", "roc_auc_macro", "ece", "log_loss", "conformal_coverage_90",
+            "true_proba_coverage_95", "interval_width_95")
+    return "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics
+                     and np.isfinite(metrics[k]))
