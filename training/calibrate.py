@@ -29,7 +29,9 @@ class Calibration:
     conformal_scores: NDArray[np.float64]
 
 
-def fit_temperatures(logits: NDArray[np.floating], labels: NDArray[np.int64]) -> NDArray[np.float32]:
+def fit_temperatures(
+    logits: NDArray[np.floating], labels: NDArray[np.int64]
+) -> NDArray[np.float32]:
     """One temperature per member minimising its NLL on validation rows (search over log T).
 
     ``logits`` is [N, K, C]. Optimising log T keeps T positive and makes the problem
@@ -45,14 +47,14 @@ def fit_temperatures(logits: NDArray[np.floating], labels: NDArray[np.int64]) ->
             logp = log_softmax(member / np.exp(log_t), axis=1)
             return float(-logp[rows, labels].mean())
 
-        res = minimize_scalar(nll, bounds=_LOG_T_BOUNDS, method="bounded",
-                              options={"xatol": 1e-6})
+        res = minimize_scalar(nll, bounds=_LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-6})
         temps.append(float(np.exp(res.x)))
     return np.array(temps, dtype=np.float32)
 
 
-def member_probabilities(logits: NDArray[np.floating], temperatures: NDArray[np.floating]
-                         ) -> NDArray[np.float64]:
+def member_probabilities(
+    logits: NDArray[np.floating], temperatures: NDArray[np.floating]
+) -> NDArray[np.float64]:
     """Calibrated member probabilities [N, K, C] from logits [N, K, C] and temperatures [K]."""
     z = np.asarray(logits, dtype=np.float64)
     t = np.asarray(temperatures, dtype=np.float64).reshape(1, -1, 1)

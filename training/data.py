@@ -150,10 +150,7 @@ def read_table(path: Path) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise UsageError(f"data file {path} is empty: pass a file with a header and rows")
     try:
-        if suffix == ".csv":
-            table = pd.read_csv(path)
-        else:
-            table = pd.read_parquet(path)
+        table = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(f"cannot read {path} as {suffix[1:]}: {first}") from exc

@@ -10,13 +10,14 @@ gradient (and, with Adam, its update) is exactly what it would get when trained 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -96,8 +97,10 @@ class BatchedMLP(nn.Module):
 def resolve_device(device: Device) -> torch.device:
     """Map ``auto|cpu|cuda`` to a torch device; cuda without a GPU is a UsageError."""
     if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked but PyTorch sees no CUDA device: use --device "
-                         "cpu or auto, or install a CUDA build of torch")
+        raise UsageError(
+            "--device cuda was asked but PyTorch sees no CUDA device: use --device "
+            "cpu or auto, or install a CUDA build of torch"
+        )
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -113,7 +116,7 @@ def _init_member(sizes: Sequence[int], seed: int) -> list[tuple[torch.Tensor, to
     # (so the same member starts identically in both training modes); zero biases.
     gen = torch.Generator().manual_seed(seed)
     layers = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+    for fan_in, fan_out in itertools.pairwise(sizes):
         bound = 1.0 / math.sqrt(fan_in) if fan_in else 0.0
         w = (torch.rand(fan_in, fan_out, generator=gen) * 2.0 - 1.0) * bound
         layers.append((w, torch.zeros(fan_out)))
@@ -148,18 +151,26 @@ def fit_ensemble(
     sizes = [x_train.shape[1], *config.hidden, classes]
     inits = [_init_member(sizes, member_seed(config.seed, m)) for m in ids]
     stacked = [
-        (torch.stack([m[i][0] for m in inits]).to(device), torch.stack([m[i][1] for m in inits]).to(device))
+        (
+            torch.stack([m[i][0] for m in inits]).to(device),
+            torch.stack([m[i][1] for m in inits]).to(device),
+        )
         for i in range(len(sizes) - 1)
     ]
     model = BatchedMLP(stacked)
     optimiser: torch.optim.Optimizer
     if config.optimizer == "adam":
         # AdamW: decoupled weight decay, so the decay does not depend on the gradient scale.
-        optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
-                                      weight_decay=config.weight_decay)
+        optimiser = torch.optim.AdamW(
+            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
     else:
-        optimiser = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=0.9,
-                                    weight_decay=config.weight_decay)
+        optimiser = torch.optim.SGD(
+            model.parameters(),
+            lr=config.learning_rate,
+            momentum=0.9,
+            weight_decay=config.weight_decay,
+        )
 
     xt = torch.from_numpy(np.ascontiguousarray(x_train)).to(device)
     yt = torch.from_numpy(np.ascontiguousarray(y_train)).to(device)
@@ -184,15 +195,19 @@ def fit_ensemble(
         mask = active.to(device=device, dtype=xt.dtype)
         total, steps = torch.zeros((), device=device), 0
         for start in range(0, n, batch):
-            idx = rows[:, start:start + batch]
+            idx = rows[:, start : start + batch]
             logits = model(xt[idx])  # [K, B, C]
-            per_member = nn.functional.cross_entropy(
-                logits.reshape(-1, classes), yt[idx].reshape(-1), reduction="none"
-            ).reshape(k, -1).mean(dim=1)
+            per_member = (
+                nn.functional.cross_entropy(
+                    logits.reshape(-1, classes), yt[idx].reshape(-1), reduction="none"
+                )
+                .reshape(k, -1)
+                .mean(dim=1)
+            )
             # Stopped members get no gradient; their best weights are restored at the end.
             loss = (per_member * mask).sum()
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimiser.step()
             total += (per_member.detach() * mask).sum() / mask.sum().clamp(min=1.0)
             steps += 1
@@ -216,12 +231,15 @@ def fit_ensemble(
         bar.close()
     if config.patience <= 0:
         # Without early stopping the final weights are the result, not the best epoch's.
-        best = [(w.detach().clone(), b.detach().clone()) for w, b in zip(model.weights,
-                                                                          model.biases, strict=True)]
+        best = [
+            (w.detach().clone(), b.detach().clone())
+            for w, b in zip(model.weights, model.biases, strict=True)
+        ]
         history.best_epoch = [len(history.train) - 1] * k
     history.seconds = time.perf_counter() - started
-    layers = [(w.cpu().numpy().astype(np.float32), b.cpu().numpy().astype(np.float32))
-              for w, b in best]
+    layers = [
+        (w.cpu().numpy().astype(np.float32), b.cpu().numpy().astype(np.float32)) for w, b in best
+    ]
     return TrainedEnsemble(layers, history)
 
 
@@ -239,34 +257,49 @@ def fit_ensemble_sequential(
     members differs. The benchmark compares the two.
     """
     single = replace(config, progress=False)
-    runs = [fit_ensemble(x_train, y_train, x_val, y_val, classes, single, members=[m])
-            for m in range(config.members)]
+    runs = [
+        fit_ensemble(x_train, y_train, x_val, y_val, classes, single, members=[m])
+        for m in range(config.members)
+    ]
     layers = [
-        (np.concatenate([r.layers[i][0] for r in runs]), np.concatenate([r.layers[i][1] for r in runs]))
+        (
+            np.concatenate([r.layers[i][0] for r in runs]),
+            np.concatenate([r.layers[i][1] for r in runs]),
+        )
         for i in range(len(runs[0].layers))
     ]
     history = TrainingHistory(
         train=[float(np.mean(v)) for v in zip(*[r.history.train for r in runs], strict=False)],
-        validation=[[r.history.validation[e][0] if e < len(r.history.validation) else math.nan
-                     for r in runs] for e in range(max(len(r.history.validation) for r in runs))],
+        validation=[
+            [
+                r.history.validation[e][0] if e < len(r.history.validation) else math.nan
+                for r in runs
+            ]
+            for e in range(max(len(r.history.validation) for r in runs))
+        ],
         best_epoch=[r.history.best_epoch[0] for r in runs],
         seconds=sum(r.history.seconds for r in runs),
     )
     return TrainedEnsemble(layers, history)
 
 
-def _validation_loss(model: BatchedMLP, x: torch.Tensor, y: torch.Tensor, classes: int) -> torch.Tensor:
+def _validation_loss(
+    model: BatchedMLP, x: torch.Tensor, y: torch.Tensor, classes: int
+) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
         logits = model(x)  # [K, N, C]
         k = logits.shape[0]
-        return nn.functional.cross_entropy(
-            logits.reshape(-1, classes), y.repeat(k), reduction="none"
-        ).reshape(k, -1).mean(dim=1)
+        return (
+            nn.functional.cross_entropy(logits.reshape(-1, classes), y.repeat(k), reduction="none")
+            .reshape(k, -1)
+            .mean(dim=1)
+        )
 
 
-def member_logits(layers: Sequence[tuple[NDArray[np.float32], NDArray[np.float32]]],
-                  x: NDArray[np.float32]) -> NDArray[np.float32]:
+def member_logits(
+    layers: Sequence[tuple[NDArray[np.float32], NDArray[np.float32]]], x: NDArray[np.float32]
+) -> NDArray[np.float32]:
     """PyTorch forward pass of stored weights: encoded rows [N, in] -> logits [N, K, C]."""
     model = BatchedMLP([(torch.from_numpy(w), torch.from_numpy(b)) for w, b in layers])
     with torch.no_grad():
@@ -274,23 +307,36 @@ def member_logits(layers: Sequence[tuple[NDArray[np.float32], NDArray[np.float32
     return np.ascontiguousarray(out.permute(1, 0, 2).numpy())
 
 
-def _progress(config: EnsembleConfig, members: int) -> object | None:
+def _progress(config: EnsembleConfig, members: int) -> Any:
     show = sys.stderr.isatty() if config.progress is None else config.progress
     if not show:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=config.epochs, desc=f"training {members} members", unit="epoch",
-                file=sys.stderr, leave=False)
+    return tqdm(
+        total=config.epochs,
+        desc=f"training {members} members",
+        unit="epoch",
+        file=sys.stderr,
+        leave=False,
+    )
 
 
-def _report(bar: object | None, epoch: int, epochs: int, history: TrainingHistory,
-            active: int) -> None:
+def _report(bar: Any, epoch: int, epochs: int, history: TrainingHistory, active: int) -> None:
     val = float(np.mean(history.validation[-1]))
     if bar is not None:
-        bar.update(1)  # type: ignore[attr-defined]
-        bar.set_postfix(loss=f"{history.train[-1]:.4f}", val_loss=f"{val:.4f}",  # type: ignore[attr-defined]
-                        active=active)
+        bar.update(1)
+        bar.set_postfix(
+            loss=f"{history.train[-1]:.4f}",
+            val_loss=f"{val:.4f}",
+            active=active,
+        )
     elif epoch % 10 == 0 or epoch == epochs - 1 or active == 0:
-        log.info("epoch %d/%d loss %.4f val_loss %.4f active members %d",
-                 epoch + 1, epochs, history.train[-1], val, active)
+        log.info(
+            "epoch %d/%d loss %.4f val_loss %.4f active members %d",
+            epoch + 1,
+            epochs,
+            history.train[-1],
+            val,
+            active,
+        )

@@ -43,15 +43,19 @@ class ParityReport:
     max_abs_diff: float
 
 
-def ensemble_weights(layers: Sequence[tuple[NDArray[np.float32], NDArray[np.float32]]],
-                     temperatures: NDArray[np.floating]) -> EnsembleWeights:
+def ensemble_weights(
+    layers: Sequence[tuple[NDArray[np.float32], NDArray[np.float32]]],
+    temperatures: NDArray[np.floating],
+) -> EnsembleWeights:
     """The graph builder's weight container from trained layers and fitted temperatures."""
-    return EnsembleWeights(layers=list(layers),
-                           temperatures=np.asarray(temperatures, dtype=np.float32))
+    return EnsembleWeights(
+        layers=list(layers), temperatures=np.asarray(temperatures, dtype=np.float32)
+    )
 
 
-def torch_member_probabilities(features: Sequence[Feature], weights: EnsembleWeights,
-                               rows: pd.DataFrame) -> NDArray[np.float32]:
+def torch_member_probabilities(
+    features: Sequence[Feature], weights: EnsembleWeights, rows: pd.DataFrame
+) -> NDArray[np.float32]:
     """PyTorch reference output [N, K, C] for raw rows: encode, forward, temperature, softmax."""
     logits = torch.from_numpy(member_logits(weights.layers, encode_features(rows, features)))
     temps = torch.from_numpy(np.asarray(weights.temperatures, dtype=np.float32)).reshape(1, -1, 1)
@@ -59,13 +63,15 @@ def torch_member_probabilities(features: Sequence[Feature], weights: EnsembleWei
         return torch.softmax(logits / temps, dim=2).numpy()
 
 
-def onnx_member_probabilities(model: onnx.ModelProto, features: Sequence[Feature],
-                              rows: pd.DataFrame) -> NDArray[np.float32]:
+def onnx_member_probabilities(
+    model: onnx.ModelProto, features: Sequence[Feature], rows: pd.DataFrame
+) -> NDArray[np.float32]:
     """Run the graph with onnxruntime (CPU) on raw rows -> [N, K, C]."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     out = session.run([MEMBER_PROBABILITIES_OUTPUT], graph_inputs(rows, features))
     return np.asarray(out[0], dtype=np.float32)
 
@@ -91,12 +97,24 @@ def export_ensemble(features: Sequence[Feature], weights: EnsembleWeights) -> on
     return build_ensemble_graph(features, weights)
 
 
-def check_parity(model: onnx.ModelProto, features: Sequence[Feature], weights: EnsembleWeights,
-                 real_rows: pd.DataFrame, *, random_count: int = 512, seed: int = 0,
-                 tolerance: float = PARITY_TOLERANCE) -> ParityReport:
+def check_parity(
+    model: onnx.ModelProto,
+    features: Sequence[Feature],
+    weights: EnsembleWeights,
+    real_rows: pd.DataFrame,
+    *,
+    random_count: int = 512,
+    seed: int = 0,
+    tolerance: float = PARITY_TOLERANCE,
+) -> ParityReport:
     """Compare onnxruntime and PyTorch on real and random rows; raise ParityError past tolerance."""
-    rows = pd.concat([real_rows[[f.name for f in features]].reset_index(drop=True),
-                      random_rows(features, random_count, seed)], ignore_index=True)
+    rows = pd.concat(
+        [
+            real_rows[[f.name for f in features]].reset_index(drop=True),
+            random_rows(features, random_count, seed),
+        ],
+        ignore_index=True,
+    )
     expected = torch_member_probabilities(features, weights, rows)
     actual = onnx_member_probabilities(model, features, rows)
     if expected.shape != actual.shape:

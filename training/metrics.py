@@ -40,8 +40,9 @@ class ReliabilityBins:
     count: NDArray[np.int64]
 
 
-def reliability_bins(probabilities: NDArray[np.floating], labels: NDArray[np.int64],
-                     bins: int = ECE_BINS) -> ReliabilityBins:
+def reliability_bins(
+    probabilities: NDArray[np.floating], labels: NDArray[np.int64], bins: int = ECE_BINS
+) -> ReliabilityBins:
     """Top-label confidence vs accuracy in ``bins`` equal-width bins over [0, 1]."""
     p = np.asarray(probabilities, dtype=np.float64)
     confidence = p.max(axis=1)
@@ -50,18 +51,22 @@ def reliability_bins(probabilities: NDArray[np.floating], labels: NDArray[np.int
     index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
     count = np.bincount(index, minlength=bins)
     safe = np.maximum(count, 1)
-    return ReliabilityBins(np.bincount(index, confidence, bins) / safe,
-                           np.bincount(index, correct, bins) / safe, count)
+    return ReliabilityBins(
+        np.bincount(index, confidence, bins) / safe, np.bincount(index, correct, bins) / safe, count
+    )
 
 
-def expected_calibration_error(probabilities: NDArray[np.floating], labels: NDArray[np.int64],
-                               bins: int = ECE_BINS) -> float:
+def expected_calibration_error(
+    probabilities: NDArray[np.floating], labels: NDArray[np.int64], bins: int = ECE_BINS
+) -> float:
     """Top-label ECE: sum over bins of (rows in bin / N) * |accuracy - mean confidence|."""
     rb = reliability_bins(probabilities, labels, bins)
     return float(np.sum(rb.count * np.abs(rb.accuracy - rb.confidence)) / max(len(labels), 1))
 
 
-def classification_metrics(mean: NDArray[np.floating], labels: NDArray[np.int64]) -> dict[str, float]:
+def classification_metrics(
+    mean: NDArray[np.floating], labels: NDArray[np.int64]
+) -> dict[str, float]:
     """Accuracy, macro one-vs-rest ROC AUC, log loss, Brier and ECE of mean probabilities [N, C]."""
     p = np.asarray(mean, dtype=np.float64)
     n, c = p.shape
@@ -77,13 +82,17 @@ def classification_metrics(mean: NDArray[np.floating], labels: NDArray[np.int64]
         if c == 2:
             out["roc_auc_macro"] = float(roc_auc_score(labels, p[:, 1]))
         else:
-            out["roc_auc_macro"] = float(roc_auc_score(labels, p / p.sum(axis=1, keepdims=True),
-                                                       multi_class="ovr", average="macro"))
+            out["roc_auc_macro"] = float(
+                roc_auc_score(
+                    labels, p / p.sum(axis=1, keepdims=True), multi_class="ovr", average="macro"
+                )
+            )
     return out
 
 
-def conformal_metrics(mean: NDArray[np.floating], labels: NDArray[np.int64],
-                      sorted_scores: NDArray[np.floating]) -> dict[str, float]:
+def conformal_metrics(
+    mean: NDArray[np.floating], labels: NDArray[np.int64], sorted_scores: NDArray[np.floating]
+) -> dict[str, float]:
     """Coverage and mean size of the split-conformal sets at 90% and 95%."""
     out: dict[str, float] = {}
     for level in LEVELS:
@@ -94,8 +103,9 @@ def conformal_metrics(mean: NDArray[np.floating], labels: NDArray[np.int64],
     return out
 
 
-def interval_metrics(member_probabilities: NDArray[np.floating],
-                     true_probabilities: NDArray[np.floating] | None) -> dict[str, float]:
+def interval_metrics(
+    member_probabilities: NDArray[np.floating], true_probabilities: NDArray[np.floating] | None
+) -> dict[str, float]:
     """Mean interval width at 90%/95%; with the truth, the share of rows covered for all classes."""
     out: dict[str, float] = {}
     for level in LEVELS:
@@ -112,9 +122,12 @@ def interval_metrics(member_probabilities: NDArray[np.floating],
     return out
 
 
-def evaluate(member_probabilities: NDArray[np.floating], labels: NDArray[np.int64],
-                 sorted_scores: NDArray[np.floating],
-                 true_probabilities: NDArray[np.floating] | None = None) -> dict[str, float]:
+def evaluate(
+    member_probabilities: NDArray[np.floating],
+    labels: NDArray[np.int64],
+    sorted_scores: NDArray[np.floating],
+    true_probabilities: NDArray[np.floating] | None = None,
+) -> dict[str, float]:
     """Every headline figure for the test split, from calibrated member probabilities [N, K, C]."""
     mean = ensemble_mean(member_probabilities)
     return {

@@ -74,10 +74,17 @@ class TrainConfig(BaseModel):
     def ensemble(self) -> EnsembleConfig:
         """The ensemble stage's settings."""
         return EnsembleConfig(
-            members=self.members, hidden=self.hidden, epochs=self.epochs,
-            batch_size=self.batch_size, learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay, optimizer=self.optimizer, patience=self.patience,
-            seed=self.seed, device=self.device, progress=self.progress,
+            members=self.members,
+            hidden=self.hidden,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            optimizer=self.optimizer,
+            patience=self.patience,
+            seed=self.seed,
+            device=self.device,
+            progress=self.progress,
         )
 
 
@@ -93,16 +100,20 @@ class TrainResult:
 def check_model_repository(path: Path) -> None:
     """Fail early (before any training) on a repository path that cannot hold bundles."""
     if path.exists() and not path.is_dir():
-        raise UsageError(f"model repository {path} is a file, not a directory: pass a directory "
-                         "with --model-repository")
+        raise UsageError(
+            f"model repository {path} is a file, not a directory: pass a directory "
+            "with --model-repository"
+        )
 
 
 def model_name(config: TrainConfig) -> str:
     """The bundle's model name: ``--name`` or derived from the data source."""
     name = config.name if config.name is not None else model_name_for(config.data)
     if not _MODEL_NAME.match(name):
-        raise UsageError(f"model name {name!r} is not allowed: use letters, digits, '_', '.', '-' "
-                         "and start with a letter or digit")
+        raise UsageError(
+            f"model name {name!r} is not allowed: use letters, digits, '_', '.', '-' "
+            "and start with a letter or digit"
+        )
     return name
 
 
@@ -112,31 +123,51 @@ def train(config: TrainConfig) -> TrainResult:
     name = model_name(config)
     device = resolve_device(config.device)
     dataset = load_dataset(
-        config.data, target=config.target, numeric=config.numeric,
-        categorical=config.categorical, synthetic_rows=config.synthetic_rows, seed=config.seed,
+        config.data,
+        target=config.target,
+        numeric=config.numeric,
+        categorical=config.categorical,
+        synthetic_rows=config.synthetic_rows,
+        seed=config.seed,
         synthetic_output=config.synthetic_output,
     )
     sizes = SplitSizes(config.validation_size, config.calibration_size, config.test_size)
     splits = stratified_splits(dataset.labels, sizes, config.seed)
     frame, y = dataset.frame, dataset.labels
-    part = {s: frame.iloc[getattr(splits, s)].reset_index(drop=True)
-            for s in ("train", "validation", "calibration", "test")}
+    part = {
+        s: frame.iloc[getattr(splits, s)].reset_index(drop=True)
+        for s in ("train", "validation", "calibration", "test")
+    }
     labels = {s: y[getattr(splits, s)] for s in part}
-    log.info("data %s: %d rows, %d features, classes %s; splits %s", config.data, len(frame),
-             frame.shape[1], dataset.classes, {s: len(v) for s, v in labels.items()})
+    log.info(
+        "data %s: %d rows, %d features, classes %s; splits %s",
+        config.data,
+        len(frame),
+        frame.shape[1],
+        dataset.classes,
+        {s: len(v) for s, v in labels.items()},
+    )
 
     features = fit_features(part["train"], dataset.numeric, dataset.categorical)
     encoded = {s: encode_features(part[s], features) for s in part}
-    trained = fit_ensemble(encoded["train"], labels["train"], encoded["validation"],
-                           labels["validation"], len(dataset.classes), config.ensemble())
+    trained = fit_ensemble(
+        encoded["train"],
+        labels["train"],
+        encoded["validation"],
+        labels["validation"],
+        len(dataset.classes),
+        config.ensemble(),
+    )
 
     logits = {s: member_logits(trained.layers, encoded[s]) for s in ("validation", "calibration")}
-    calib = calibrate(logits["validation"], labels["validation"], logits["calibration"],
-                      labels["calibration"])
+    calib = calibrate(
+        logits["validation"], labels["validation"], logits["calibration"], labels["calibration"]
+    )
     weights = ensemble_weights(trained.layers, calib.temperatures)
     graph = export_ensemble(features, weights)
-    parity = check_parity(graph, features, weights, part["test"].head(PARITY_REAL_ROWS),
-                          seed=config.seed)
+    parity = check_parity(
+        graph, features, weights, part["test"].head(PARITY_REAL_ROWS), seed=config.seed
+    )
 
     # Figures come from the exported graph itself: what the service will serve.
     test_probs = onnx_member_probabilities(graph, features, part["test"])
@@ -145,11 +176,16 @@ def train(config: TrainConfig) -> TrainResult:
         true_p = dataset.true_probabilities[splits.test]
     metrics = evaluate(test_probs, labels["test"], calib.conformal_scores, true_p)
     train_probs = onnx_member_probabilities(graph, features, part["train"])
-    reference = build_reference(part["train"], labels["train"], dataset.classes, train_probs,
-                                seed=config.seed)
-    sample = pd.concat([part["test"].head(SAMPLE_ROWS // 2),
-                        random_rows(features, SAMPLE_ROWS - SAMPLE_ROWS // 2, config.seed + 1)],
-                       ignore_index=True)
+    reference = build_reference(
+        part["train"], labels["train"], dataset.classes, train_probs, seed=config.seed
+    )
+    sample = pd.concat(
+        [
+            part["test"].head(SAMPLE_ROWS // 2),
+            random_rows(features, SAMPLE_ROWS - SAMPLE_ROWS // 2, config.seed + 1),
+        ],
+        ignore_index=True,
+    )
     report = ReportInputs(
         source=config.data,
         split_rows={s: len(v) for s, v in labels.items()},
@@ -182,10 +218,18 @@ def train(config: TrainConfig) -> TrainResult:
     }
     try:
         path = write_bundle(
-            config.model_repository, name, features=features, classes=dataset.classes,
-            target=dataset.target, weights=weights, conformal_scores=calib.conformal_scores,
-            metrics=metrics, training_params=params, data_fingerprint=dataset.fingerprint(),
-            reference=reference, sample_inputs=json_inputs(sample, features),
+            config.model_repository,
+            name,
+            features=features,
+            classes=dataset.classes,
+            target=dataset.target,
+            weights=weights,
+            conformal_scores=calib.conformal_scores,
+            metrics=metrics,
+            training_params=params,
+            data_fingerprint=dataset.fingerprint(),
+            reference=reference,
+            sample_inputs=json_inputs(sample, features),
             write_report=report_writer(report),
         )
     except RepositoryError as exc:
@@ -196,7 +240,15 @@ def train(config: TrainConfig) -> TrainResult:
 
 def headline(metrics: dict[str, float]) -> str:
     """One line of the figures a person looks at first."""
-    keys = ("accuracy", "roc_auc_macro", "ece", "log_loss", "conformal_coverage_90",
-            "true_proba_coverage_95", "interval_width_95")
-    return "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics
-                     and np.isfinite(metrics[k]))
+    keys = (
+        "accuracy",
+        "roc_auc_macro",
+        "ece",
+        "log_loss",
+        "conformal_coverage_90",
+        "true_proba_coverage_95",
+        "interval_width_95",
+    )
+    return "  ".join(
+        f"{k}={metrics[k]:.4f}" for k in keys if k in metrics and np.isfinite(metrics[k])
+    )

@@ -51,9 +51,7 @@ def fit_features(
 
 def encoded_width(features: Sequence[Feature]) -> int:
     """Number of encoded columns: one per numeric, categories + 1 (unknown) per categorical."""
-    return sum(
-        1 if isinstance(f, NumericFeature) else len(f.categories) + 1 for f in features
-    )
+    return sum(1 if isinstance(f, NumericFeature) else len(f.categories) + 1 for f in features)
 
 
 def encode_features(frame: pd.DataFrame, features: Sequence[Feature]) -> NDArray[np.float32]:
@@ -76,20 +74,29 @@ def encode_features(frame: pd.DataFrame, features: Sequence[Feature]) -> NDArray
     for f in categorical:
         lookup = {c: i for i, c in enumerate(f.categories)}
         unknown = len(f.categories)
-        index = np.array([lookup.get(v, unknown) if isinstance(v, str) else unknown
-                          for v in frame[f.name].tolist()], dtype=np.int64)
+        index = np.array(
+            [
+                lookup.get(v, unknown) if isinstance(v, str) else unknown
+                for v in frame[f.name].tolist()
+            ],
+            dtype=np.int64,
+        )
         onehot = np.zeros((n, unknown + 1), dtype=np.float32)
         onehot[np.arange(n), index] = 1.0
         blocks.append(onehot)
     return np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0), dtype=np.float32)
 
 
-def graph_inputs(frame: pd.DataFrame, features: Sequence[Feature]) -> dict[str, NDArray[np.generic]]:
+def graph_inputs(
+    frame: pd.DataFrame, features: Sequence[Feature]
+) -> dict[str, NDArray[np.generic]]:
     """onnxruntime feeds for raw rows, built the way the service builds them from JSON values."""
     return graph_columns(features, json_inputs(frame, features))
 
 
-def json_inputs(frame: pd.DataFrame, features: Sequence[Feature]) -> dict[str, list[float | str | None]]:
+def json_inputs(
+    frame: pd.DataFrame, features: Sequence[Feature]
+) -> dict[str, list[float | str | None]]:
     """Column-wise raw values as the manifest's verification sample holds them (None = missing)."""
     out: dict[str, list[float | str | None]] = {}
     for f in features:

@@ -15,21 +15,21 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on training machines
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from numpy.typing import NDArray  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
 
-from service.bundle import CategoricalFeature, Manifest, NumericFeature  # noqa: E402
-from service.bundle.manifest import (  # noqa: E402
+from service.bundle import CategoricalFeature, Manifest, NumericFeature
+from service.bundle.manifest import (
     REFERENCE_INTERVAL_WIDTH_COLUMN,
     REFERENCE_LABEL_COLUMN,
     REFERENCE_PREDICTION_COLUMN,
     REFERENCE_PROBABILITY_PREFIX,
 )
-from service.uncertainty import ensemble_mean, logit_intervals  # noqa: E402
-from training.ensemble import TrainingHistory  # noqa: E402
-from training.metrics import ECE_BINS, ReliabilityBins  # noqa: E402
+from service.uncertainty import ensemble_mean, logit_intervals
+from training.ensemble import TrainingHistory
+from training.metrics import ECE_BINS, ReliabilityBins
 
 MODEL_CARD = "model_card.md"
 RELIABILITY_PNG = "reliability.png"
@@ -71,13 +71,25 @@ def plot_reliability(bins: ReliabilityBins, path: Path) -> None:
     edges = np.linspace(0.0, 1.0, len(bins.count) + 1)
     centres = (edges[:-1] + edges[1:]) / 2
     used = bins.count > 0
-    ax.bar(centres[used], bins.accuracy[used], width=1.0 / len(bins.count), alpha=0.6,
-           edgecolor="black", label="accuracy")
-    ax.plot(bins.confidence[used], bins.accuracy[used], "o", color="tab:red",
-            label="mean confidence")
+    ax.bar(
+        centres[used],
+        bins.accuracy[used],
+        width=1.0 / len(bins.count),
+        alpha=0.6,
+        edgecolor="black",
+        label="accuracy",
+    )
+    ax.plot(
+        bins.confidence[used], bins.accuracy[used], "o", color="tab:red", label="mean confidence"
+    )
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
-    ax.set(xlabel="top-label confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
-           title=f"Reliability (test split, {len(bins.count)} bins)")
+    ax.set(
+        xlabel="top-label confidence",
+        ylabel="accuracy",
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title=f"Reliability (test split, {len(bins.count)} bins)",
+    )
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path)
@@ -91,8 +103,13 @@ def plot_loss_curves(history: TrainingHistory, path: Path) -> None:
     ax.plot(epochs, history.train, color="black", lw=2, label="train (mean of active members)")
     val = np.array(history.validation, dtype=np.float64)
     for k in range(val.shape[1] if val.ndim == 2 else 0):
-        ax.plot(epochs[: len(val)], val[:, k], lw=1, alpha=0.7,
-                label="validation, per member" if k == 0 else None)
+        ax.plot(
+            epochs[: len(val)],
+            val[:, k],
+            lw=1,
+            alpha=0.7,
+            label="validation, per member" if k == 0 else None,
+        )
         best = history.best_epoch[k]
         if best < len(val):
             ax.plot(best + 1, val[best, k], "v", color="tab:red", ms=5)
@@ -118,9 +135,10 @@ def model_card(manifest: Manifest, inputs: ReportInputs) -> str:
     lines = [
         f"# Model card: {manifest.name}",
         "",
-        f"Trained {manifest.created_at:%Y-%m-%d %H:%M UTC} from `{inputs.source}` on {inputs.device}."
-        f" Target `{manifest.target}`, {len(manifest.classes)} classes: "
-        + ", ".join(f"`{c}`" for c in manifest.classes) + ".",
+        f"Trained {manifest.created_at:%Y-%m-%d %H:%M UTC} from `{inputs.source}` on "
+        f"{inputs.device}. Target `{manifest.target}`, {len(manifest.classes)} classes: "
+        + ", ".join(f"`{c}`" for c in manifest.classes)
+        + ".",
         "",
         "## Data",
         "",
@@ -145,14 +163,16 @@ def model_card(manifest: Manifest, inputs: ReportInputs) -> str:
         f"{t.get('epochs')} epochs with patience {t.get('patience')}, seed {t.get('seed')}. Each "
         "member is trained on its own bootstrap resample of the training split from its own "
         "initialisation; all members are trained together as batched weight tensors. Best "
-        "epochs per member: " + ", ".join(str(e + 1) for e in inputs.history.best_epoch)
+        "epochs per member: "
+        + ", ".join(str(e + 1) for e in inputs.history.best_epoch)
         + f"; training took {inputs.history.seconds:.1f} s.",
         "",
         "## Calibration and uncertainty",
         "",
         "Per-member temperatures (fitted on the validation split so the calibration split stays "
         "untouched for the conformal guarantee): "
-        + ", ".join(f"{x:.3f}" for x in manifest.calibration.temperatures) + ".",
+        + ", ".join(f"{x:.3f}" for x in manifest.calibration.temperatures)
+        + ".",
         "",
         "- **probability**: the mean of the calibrated member probabilities.",
         "- **interval** at level 1-a: mean member logit +- t(K-1 dof) x member spread, mapped "
@@ -168,7 +188,7 @@ def model_card(manifest: Manifest, inputs: ReportInputs) -> str:
         "|---|---|---|",
         f"| accuracy | {_fmt(m.get('accuracy'))} | share of rows whose top class is right |",
         f"| macro ROC AUC | {_fmt(m.get('roc_auc_macro'))} | one-vs-rest, averaged over classes |",
-        f"| log loss | {_fmt(m.get('log_loss'))} | mean negative log probability of the true class |",
+        f"| log loss | {_fmt(m.get('log_loss'))} | mean -log probability of the true class |",
         f"| Brier score | {_fmt(m.get('brier'))} | mean over rows of sum over classes of "
         "(p - 1[y=c])² (twice the binary convention) |",
         f"| ECE ({ECE_BINS} bins) | {_fmt(m.get('ece'))} | top-label expected calibration error |",
