@@ -1,0 +1,28 @@
+"""Model runtime: execution providers, bundle loading and verification, served versions."""
+
+from service.runtime.model import LoadedModel, load_model
+from service.runtime.providers import (
+    CPU,
+    CUDA,
+    ExecutionProviders,
+    ProviderError,
+    cuda_device_usable,
+    cuda_provider_options,
+    resolve_providers,
+    session_options,
+)
+from service.runtime.serving import ServedVersion
+
+__all__ = [
+    "CPU",
+    "CUDA",
+    "ExecutionProviders",
+    "LoadedModel",
+    "ProviderError",
+    "ServedVersion",
+    "cuda_device_usable",
+    "cuda_provider_options",
+    "load_model",
+    "resolve_providers",
+    "session_options",
+]
