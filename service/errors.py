@@ -75,3 +75,17 @@ class ModelLoadError(ProbserveError):
 
     status_code = 400
     error_type = "model_load_error"
+
+
+class MethodNotAllowed(ProbserveError):
+    """The path exists but not with this HTTP method."""
+
+    status_code = 405
+    error_type = "method_not_allowed"
+
+
+class NotFound(ProbserveError):
+    """No route answers this path."""
+
+    status_code = 404
+    error_type = "not_found"

@@ -56,7 +56,13 @@ class Settings(BaseSettings):
         ),
     )
     intra_op_threads: int = Field(
-        default=0, ge=0, le=1024, description="ONNX Runtime intra-op threads (0: its default)."
+        default=1,
+        ge=1,
+        le=1024,
+        description=(
+            "ONNX Runtime intra-op threads per model (small MLPs run best on one; the batcher, "
+            "not a thread pool, gives throughput)."
+        ),
     )
     max_queue_delay_us: int = Field(
         default=500,

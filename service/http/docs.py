@@ -1,0 +1,183 @@
+"""OpenAPI description of the hot paths, with examples built from a model that actually serves.
+
+The lean front validates payloads with the codecs, not with pydantic, so the request schemas here
+are documentation only (hand-written JSON Schema). The examples are filled in when the schema is
+first asked for after start-up, from the first served model's manifest sample rows, so "Try it
+out" on /docs sends a request that succeeds against this very server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.bundle import CategoricalFeature, Manifest
+
+_VALUE = {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "integer"}, {"type": "null"}]}
+
+PREDICT_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["instances"],
+    "additionalProperties": False,
+    "properties": {
+        "instances": {
+            "type": "array",
+            "minItems": 1,
+            "description": "One object per row, keyed by feature name; null is a missing value.",
+            "items": {"type": "object", "additionalProperties": _VALUE},
+        },
+        "confidence_level": {
+            "type": "number",
+            "minimum": 0.5,
+            "maximum": 0.999,
+            "description": "Level of the intervals and prediction sets (default from settings).",
+        },
+    },
+}
+
+V2_TENSOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "datatype": {"type": "string", "enum": ["FP32", "FP64", "INT32", "INT64", "BYTES"]},
+        "data": {"type": "array", "items": {}},
+        "parameters": {"type": "object"},
+    },
+}
+
+INFER_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "inputs": {"type": "array", "items": V2_TENSOR_SCHEMA},
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+            },
+        },
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "confidence_level": {"type": "number", "minimum": 0.5, "maximum": 0.999}
+            },
+        },
+    },
+}
+
+PREDICT_RESPONSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "predictions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "label": {"type": "string"},
+                    "probabilities": {"type": "object", "additionalProperties": {"type": "number"}},
+                    "intervals": {
+                        "type": "object",
+                        "additionalProperties": {
+                            "type": "array",
+                            "items": {"type": "number"},
+                            "minItems": 2,
+                            "maxItems": 2,
+                        },
+                    },
+                    "prediction_set": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+        "model": {"type": "string"},
+        "version": {"type": "integer"},
+        "confidence_level": {"type": "number"},
+        "request_id": {"type": "string"},
+    },
+}
+
+INFER_RESPONSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "model_name": {"type": "string"},
+        "model_version": {"type": "string"},
+        "id": {"type": "string"},
+        "parameters": {"type": "object"},
+        "outputs": {"type": "array", "items": V2_TENSOR_SCHEMA},
+    },
+}
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string"},
+        "type": {"type": "string"},
+        "instance": {"type": "integer"},
+        "feature": {"type": "string"},
+        "expected": {"type": "string"},
+        "request_id": {"type": "string"},
+    },
+}
+
+
+def request_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` for a route whose body the handler reads itself."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def responses(schema: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    """Documented responses of a hot-path route."""
+    error = {"content": {"application/json": {"schema": ERROR_SCHEMA}}}
+    return {
+        200: {"description": "Predictions", "content": {"application/json": {"schema": schema}}},
+        400: {"description": "Invalid input (names instance, feature, expectation)", **error},
+        404: {"description": "Unknown model or version", **error},
+        413: {"description": "Body over the size limit", **error},
+    }
+
+
+def _sample_row(manifest: Manifest) -> dict[str, Any]:
+    return {name: values[0] for name, values in manifest.sample.inputs.items()}
+
+
+def predict_example(manifest: Manifest) -> dict[str, Any]:
+    """A native request for this model (its first verification row)."""
+    return {"instances": [_sample_row(manifest)], "confidence_level": 0.9}
+
+
+def infer_example(manifest: Manifest) -> dict[str, Any]:
+    """A V2 request for this model (the same row, one tensor per feature)."""
+    row = _sample_row(manifest)
+    inputs = []
+    for feature in manifest.features:
+        categorical = isinstance(feature, CategoricalFeature)
+        inputs.append(
+            {
+                "name": feature.name,
+                "shape": [1],
+                "datatype": "BYTES" if categorical else "FP32",
+                "data": [row[feature.name]],
+            }
+        )
+    return {"id": "example-1", "inputs": inputs, "parameters": {"confidence_level": 0.9}}
+
+
+def add_examples(schema: dict[str, Any], name: str, version: int, manifest: Manifest) -> None:
+    """Write working examples into the hot-path operations of a generated OpenAPI schema."""
+    for path, operation in schema.get("paths", {}).items():
+        post = operation.get("post")
+        if post is None or not path.endswith(("/predict", "/infer")):
+            continue
+        example = (
+            predict_example(manifest) if path.endswith("/predict") else infer_example(manifest)
+        )
+        content = post["requestBody"]["content"]["application/json"]
+        content["example"] = example
+        for parameter in post.get("parameters", []):
+            if parameter["name"] == "name":
+                parameter["example"] = name
+            elif parameter["name"] == "version":
+                parameter["example"] = str(version)
