@@ -1,0 +1,206 @@
+"""Dynamic batching against a real ONNX Runtime session: order, sizes, failures, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import numpy as np
+import pytest
+
+from service.batching import BatchStats, DynamicBatcher
+from service.dataplane import FeatureBatch
+from service.runtime import LoadedModel, load_model
+from tests.service.conftest import BundleFactory
+
+T = TypeVar("T")
+
+
+def run(scenario: Callable[[], Awaitable[T]]) -> T:
+    """Run one async scenario in a fresh event loop."""
+    return asyncio.run(scenario())  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def model(bundle_factory: BundleFactory) -> LoadedModel:
+    return load_model(bundle_factory("toy"))
+
+
+def rows(n: int, seed: int) -> FeatureBatch:
+    """``n`` random raw rows for the test features, missing values included."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=(n, 1)).astype(np.float32)
+    x1[rng.random((n, 1)) < 0.2] = np.nan
+    x2 = rng.normal(5, 2, size=(n, 1)).astype(np.float32)
+    colour = rng.choice(["blue", "green", "red", "purple", ""], size=(n, 1)).astype(object)
+    return FeatureBatch({"x1": x1, "x2": x2, "colour": colour}, n)
+
+
+class Recorder:
+    """A batch observer that keeps every BatchStats."""
+
+    def __init__(self) -> None:
+        self.stats: list[BatchStats] = []
+
+    def __call__(self, stats: BatchStats) -> None:
+        self.stats.append(stats)
+
+
+def test_concurrent_requests_of_many_sizes_get_their_own_rows_in_order(model: LoadedModel) -> None:
+    sizes = [1, 3, 1, 7, 2, 1, 16, 1, 5, 40, 1, 2, 9, 1, 1, 4] * 4
+    batches = [rows(n, seed) for seed, n in enumerate(sizes)]
+    recorder = Recorder()
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = DynamicBatcher(
+            model.run, max_batch_size=16, max_queue_delay_us=5_000, observers=[recorder]
+        )
+        try:
+            return await asyncio.gather(*(batcher.submit(b) for b in batches))
+        finally:
+            await batcher.close()
+
+    results = run(scenario)
+    for batch, got in zip(batches, results, strict=True):
+        assert got.shape == (batch.rows, 4, 3)
+        np.testing.assert_allclose(got, model.run(batch.columns), rtol=0, atol=1e-6)
+    assert sum(s.rows for s in recorder.stats) == sum(sizes)
+    # Several requests shared a call (otherwise nothing was batched) and no call exceeded the
+    # limit unless it was one oversized request on its own.
+    assert any(s.requests > 1 for s in recorder.stats)
+    for s in recorder.stats:
+        assert s.rows <= 16 or s.requests == 1
+    assert any(s.rows == 40 and s.requests == 1 for s in recorder.stats)
+    assert len(recorder.stats) < len(sizes)
+
+
+def test_max_batch_size_cuts_full_batches_without_waiting_for_the_delay(
+    model: LoadedModel,
+) -> None:
+    recorder = Recorder()
+    batches = [rows(1, seed) for seed in range(10)]
+
+    async def scenario() -> tuple[float, list[np.ndarray]]:
+        batcher = DynamicBatcher(
+            model.run, max_batch_size=4, max_queue_delay_us=300_000, observers=[recorder]
+        )
+        started = time.perf_counter()
+        tasks = [asyncio.ensure_future(batcher.submit(b)) for b in batches]
+        first_full = await tasks[0]
+        elapsed = time.perf_counter() - started
+        rest = await asyncio.gather(*tasks[1:])
+        await batcher.close()
+        return elapsed, [first_full, *rest]
+
+    elapsed, results = run(scenario)
+    assert [s.rows for s in recorder.stats] == [4, 4, 2]
+    assert elapsed < 0.25, "a full batch must run at once, not after the queue delay"
+    assert recorder.stats[-1].max_queue_wait_seconds >= 0.25  # the partial batch waited
+    for batch, got in zip(batches, results, strict=True):
+        np.testing.assert_allclose(got, model.run(batch.columns), atol=1e-6)
+
+
+def test_delay_zero_runs_every_request_alone(model: LoadedModel) -> None:
+    recorder = Recorder()
+    batches = [rows(n, seed) for seed, n in enumerate([1, 5, 2, 70])]
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = DynamicBatcher(
+            model.run, max_batch_size=4, max_queue_delay_us=0, observers=[recorder]
+        )
+        assert not batcher.batching
+        out = await asyncio.gather(*(batcher.submit_timed(b) for b in batches))
+        await batcher.close()
+        assert all(o.queue_wait_seconds >= 0 and o.inference_seconds > 0 for o in out)
+        return [o.member_probabilities for o in out]
+
+    results = run(scenario)
+    assert sorted(s.rows for s in recorder.stats) == [1, 2, 5, 70]
+    assert all(s.requests == 1 for s in recorder.stats)
+    for batch, got in zip(batches, results, strict=True):
+        np.testing.assert_allclose(got, model.run(batch.columns), atol=1e-6)
+
+
+def test_a_failing_run_fails_only_its_batch_and_the_batcher_keeps_working(
+    model: LoadedModel,
+) -> None:
+    recorder = Recorder()
+    good = [rows(1, seed) for seed in range(4)]
+    # float64 where the graph takes float32: a real onnxruntime error for the whole batch it is in.
+    poisoned = FeatureBatch({**good[0].columns, "x1": np.array([[1.0]])}, 1)
+
+    async def scenario() -> list[object]:
+        batcher = DynamicBatcher(
+            model.run, max_batch_size=2, max_queue_delay_us=200_000, observers=[recorder]
+        )
+        # Batch 1 = poisoned + good[1]; batch 2 = good[2] + good[3].
+        outcomes = await asyncio.gather(
+            batcher.submit(poisoned),
+            batcher.submit(good[1]),
+            batcher.submit(good[2]),
+            batcher.submit(good[3]),
+            return_exceptions=True,
+        )
+        after = await batcher.submit(good[0])  # the next request is served normally
+        await batcher.close()
+        return [*outcomes, after]
+
+    outcomes = run(scenario)
+    assert isinstance(outcomes[0], Exception)
+    assert outcomes[1] is outcomes[0], "both callers of the failed batch get its error"
+    assert "float" in str(outcomes[0]).lower()
+    for batch, got in zip([good[2], good[3], good[0]], outcomes[2:], strict=True):
+        assert isinstance(got, np.ndarray)
+        np.testing.assert_allclose(got, model.run(batch.columns), atol=1e-6)
+    assert [s.failed for s in recorder.stats] == [True, False, False]
+
+
+def test_cancelled_callers_do_not_break_the_batch(model: LoadedModel) -> None:
+    batches = [rows(2, seed) for seed in range(6)]
+
+    async def scenario() -> list[np.ndarray | None]:
+        batcher = DynamicBatcher(model.run, max_batch_size=64, max_queue_delay_us=50_000)
+        tasks = [asyncio.ensure_future(batcher.submit(b)) for b in batches]
+        await asyncio.sleep(0.005)  # all queued, none run yet
+        tasks[1].cancel()
+        tasks[4].cancel()
+        out: list[np.ndarray | None] = []
+        for task in tasks:
+            try:
+                out.append(await task)
+            except asyncio.CancelledError:
+                out.append(None)
+        again = await batcher.submit(batches[1])
+        await batcher.close()
+        return [*out, again]
+
+    results = run(scenario)
+    assert results[1] is None and results[4] is None
+    for i in (0, 2, 3, 5):
+        np.testing.assert_allclose(results[i], model.run(batches[i].columns), atol=1e-6)
+    np.testing.assert_allclose(results[6], model.run(batches[1].columns), atol=1e-6)
+
+
+def test_close_drains_queued_requests_and_later_requests_still_run(model: LoadedModel) -> None:
+    batches = [rows(3, seed) for seed in range(5)]
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = DynamicBatcher(model.run, max_batch_size=64, max_queue_delay_us=100_000)
+        tasks = [asyncio.ensure_future(batcher.submit(b)) for b in batches[:4]]
+        await asyncio.sleep(0)
+        await batcher.close()  # must not wait the full delay nor drop the queued requests
+        assert all(t.done() for t in tasks)
+        late = await batcher.submit(batches[4])  # resolved before a swap, submitted after
+        return [*(t.result() for t in tasks), late]
+
+    for batch, got in zip(batches, run(scenario), strict=True):
+        np.testing.assert_allclose(got, model.run(batch.columns), atol=1e-6)
+
+
+def test_invalid_settings_are_refused(model: LoadedModel) -> None:
+    with pytest.raises(ValueError, match="max_batch_size"):
+        DynamicBatcher(model.run, max_batch_size=0)
+    with pytest.raises(ValueError, match="max_queue_delay_us"):
+        DynamicBatcher(model.run, max_queue_delay_us=-1)
