@@ -29,6 +29,13 @@ def _root() -> None:
     """Serve deep-ensemble models with calibrated probabilities, intervals and conformal sets."""
 
 
+def _add_service_commands() -> None:
+    # Imported here, not at module top, so `probserve train` never pays for the HTTP stack.
+    from service.serve import serve
+
+    app.command(name="serve")(serve)
+
+
 def _unavailable(name: str, missing: str) -> Callable[[], None]:
     def unavailable() -> None:
         raise UsageError(
@@ -57,6 +64,7 @@ def _add_plugin_commands() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; turn domain errors into one-line messages and exit codes."""
+    _add_service_commands()
     _add_plugin_commands()
     try:
         app(args=argv, standalone_mode=False)

@@ -42,3 +42,12 @@ def create_app(
             await state.stop()
 
     return LeanApp(state, build_fastapi(state, lifespan))
+
+
+def create_app_from_env() -> LeanApp:
+    """uvicorn factory for ``--workers N``: each worker reads ``PROBSERVE_*`` and sets up logs."""
+    from service.logging_setup import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

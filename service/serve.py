@@ -1,0 +1,124 @@
+"""``probserve serve``: settings from flags and ``PROBSERVE_*``, logging, uvicorn.
+
+Every flag defaults to ``None`` and is passed to :class:`~service.settings.Settings` only when
+given, so the environment and the defaults are read in exactly one place (the settings class).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from service.errors import UsageError
+from service.settings import ENV_PREFIX, Settings, describe_validation_error
+
+logger = logging.getLogger("probserve.serve")
+
+#: Seconds uvicorn waits for in-flight requests after SIGTERM before closing connections.
+GRACEFUL_SHUTDOWN_S = 30
+
+
+def _opt(help_text: str, name: str) -> Any:
+    return typer.Option(help=f"{help_text} [env: {ENV_PREFIX}{name}]", show_default=False)
+
+
+def serve(
+    model_repository: Annotated[
+        Path | None, _opt("Model repository directory (default ./models).", "MODEL_REPOSITORY")
+    ] = None,
+    host: Annotated[str | None, _opt("Address to bind (default 127.0.0.1).", "HOST")] = None,
+    port: Annotated[int | None, _opt("TCP port (default 8000).", "PORT")] = None,
+    workers: Annotated[int | None, _opt("Server processes (default 1).", "WORKERS")] = None,
+    providers: Annotated[
+        str | None, _opt("Execution providers: auto, cpu, cuda or a list.", "PROVIDERS")
+    ] = None,
+    intra_op_threads: Annotated[
+        int | None, _opt("ONNX Runtime intra-op threads per model (default 1).", "INTRA_OP_THREADS")
+    ] = None,
+    max_queue_delay_us: Annotated[
+        int | None, _opt("Batching delay in microseconds; 0 disables.", "MAX_QUEUE_DELAY_US")
+    ] = None,
+    max_batch_size: Annotated[
+        int | None, _opt("Rows per batched ONNX call (default 256).", "MAX_BATCH_SIZE")
+    ] = None,
+    max_rows_per_request: Annotated[
+        int | None, _opt("Rows one request may carry (default 4096).", "MAX_ROWS_PER_REQUEST")
+    ] = None,
+    confidence_level: Annotated[
+        float | None, _opt("Default confidence level (default 0.95).", "CONFIDENCE_LEVEL")
+    ] = None,
+    max_request_bytes: Annotated[
+        int | None, _opt("Largest request body (default 8 MiB).", "MAX_REQUEST_BYTES")
+    ] = None,
+    admin_token: Annotated[
+        str | None, _opt("Bearer token for model control (unset: off).", "ADMIN_TOKEN")
+    ] = None,
+    version_policy: Annotated[
+        str | None, _opt("'latest:N' or 'all' (default latest:1).", "VERSION_POLICY")
+    ] = None,
+    poll_interval_s: Annotated[
+        float | None, _opt("Hot-reload poll interval in seconds; 0 off.", "POLL_INTERVAL_S")
+    ] = None,
+    log_level: Annotated[str | None, _opt("debug, info, warning, error.", "LOG_LEVEL")] = None,
+    log_format: Annotated[str | None, _opt("plain or json (JSON lines).", "LOG_FORMAT")] = None,
+    access_log: Annotated[
+        bool | None, _opt("Log every request (off by default: it costs throughput).", "ACCESS_LOG")
+    ] = None,
+    prediction_log: Annotated[
+        str | None, _opt("Prediction log database URL.", "PREDICTION_LOG")
+    ] = None,
+) -> None:
+    """Serve the models of a repository over HTTP (native v1 and KServe V2)."""
+    given = {k: v for k, v in locals().items() if v is not None}
+    try:
+        settings = Settings(**given)
+    except ValidationError as exc:
+        raise UsageError(describe_validation_error(exc)) from None
+    run_server(settings, given)
+
+
+def run_server(settings: Settings, given: dict[str, Any]) -> None:
+    """Configure logging, check the providers, and run uvicorn until SIGTERM/SIGINT."""
+    import uvicorn
+
+    from service.logging_setup import configure_logging
+    from service.runtime import resolve_providers
+
+    configure_logging(settings.log_level, settings.log_format)
+    # Fail now, with exit code 2, if CUDA was asked for explicitly and cannot start: inside the
+    # lifespan the same error would only abort uvicorn's start-up with a traceback.
+    chosen = resolve_providers(settings.providers)
+    logger.info("execution providers: %s", ", ".join(chosen.providers))
+    if not settings.model_repository.is_dir():
+        logger.warning(
+            "model repository %s does not exist: the service will not be ready until a model "
+            "appears (train one with 'probserve train')",
+            settings.model_repository,
+        )
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_config": None,
+        "access_log": settings.access_log,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
+        "server_header": False,
+    }
+    if settings.workers == 1:
+        from service.http import create_app
+
+        uvicorn.run(create_app(settings), **common)
+        return
+    # Worker processes start fresh interpreters: hand them the flags through the environment,
+    # which is where their Settings() will read them.
+    for key, value in given.items():
+        os.environ[f"{ENV_PREFIX}{key.upper()}"] = str(value)
+    uvicorn.run(
+        "service.http.app:create_app_from_env", factory=True, workers=settings.workers, **common
+    )
