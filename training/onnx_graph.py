@@ -74,7 +74,9 @@ def build_ensemble_graph(features: Sequence[Feature], weights: EnsembleWeights) 
         )
         blocks.append("num_scaled")
 
-    onehot_values = const("onehot_values", np.array([0.0, 1.0], dtype=np.float32))
+    # Only when a categorical uses it: an unused initializer makes onnxruntime warn on every load.
+    if categorical:
+        onehot_values = const("onehot_values", np.array([0.0, 1.0], dtype=np.float32))
     for i, f in enumerate(categorical):
         depth = len(f.categories) + 1
         nodes.append(
