@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
 from service.bundle import CategoricalFeature, Feature, NumericFeature
+from service.http import create_app
+from service.http.lean import LeanApp
+from service.settings import Settings
+from tests.support import free_port
 from training.bundle_writer import write_bundle
 from training.onnx_graph import EnsembleWeights
 
@@ -88,3 +102,158 @@ def bundle_repository(tmp_path: Path) -> Path:
     repository = tmp_path / "models"
     write_test_bundle(repository, "toy")
     return repository
+
+
+# -- HTTP layer: the app in-process (httpx + lifespan) and a real uvicorn server ------------------
+
+T = TypeVar("T")
+
+ADMIN_TOKEN = "test-admin-token"
+
+#: Settings the HTTP tests start from; small limits so the limit tests stay cheap.
+HTTP_TEST_SETTINGS: dict[str, Any] = {
+    "admin_token": ADMIN_TOKEN,
+    "max_rows_per_request": 50,
+    "max_request_bytes": 64 * 1024,
+    "max_queue_delay_us": 200,
+}
+
+
+class InProcessService:
+    """The ASGI app driven by httpx in-process, lifespan included, from synchronous tests.
+
+    The app runs on its own event loop in a thread (as under uvicorn), so the batcher's worker
+    thread and futures behave as in production; each request is one coroutine on that loop.
+    """
+
+    def __init__(self, app: LeanApp) -> None:
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self._to_app: asyncio.Queue[dict[str, Any]] | None = None
+        self._from_app: asyncio.Queue[dict[str, Any]] | None = None
+        self._lifespan_task: asyncio.Task[None] | None = None
+        self.client: httpx.AsyncClient | None = None
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run a coroutine on the app's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def _lifespan(self, event: str) -> None:
+        if self._to_app is None:
+            self._to_app, self._from_app = asyncio.Queue(), asyncio.Queue()
+            scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+            self._lifespan_task = asyncio.create_task(
+                self.app(scope, self._to_app.get, self._from_app.put)  # type: ignore[arg-type]
+            )
+        assert self._from_app is not None
+        await self._to_app.put({"type": f"lifespan.{event}"})
+        message = await self._from_app.get()
+        assert message["type"] == f"lifespan.{event}.complete", message
+
+    def start(self) -> InProcessService:
+        """Run the lifespan start-up (models load) and open the httpx client."""
+        self.run(self._lifespan("startup"))
+        transport = httpx.ASGITransport(app=self.app)
+        self.client = httpx.AsyncClient(transport=transport, base_url="http://probserve.test")
+        return self
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One HTTP request through the ASGI app."""
+        assert self.client is not None
+        return self.run(self.client.request(method, url, **kwargs))
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def close(self) -> None:
+        """Lifespan shut-down (batchers drain), then stop the loop."""
+        if self.client is not None:
+            self.run(self.client.aclose())
+        self.run(self._lifespan("shutdown"))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+
+ServiceFactory = Callable[..., InProcessService]
+
+
+@pytest.fixture
+def service_factory() -> Iterator[ServiceFactory]:
+    """``service_factory(repository, **settings)``: a started in-process service."""
+    started: list[InProcessService] = []
+
+    def factory(repository: Path, **overrides: Any) -> InProcessService:
+        settings = Settings(model_repository=repository, **{**HTTP_TEST_SETTINGS, **overrides})
+        service = InProcessService(create_app(settings)).start()
+        started.append(service)
+        return service
+
+    yield factory
+    for service in started:
+        service.close()
+
+
+@pytest.fixture
+def service(bundle_repository: Path, service_factory: ServiceFactory) -> InProcessService:
+    """The in-process service over the one-model ``toy`` repository."""
+    return service_factory(bundle_repository)
+
+
+@dataclass
+class LiveServer:
+    """A real ``probserve serve`` process on a free loopback port."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    port: int
+    log: Path
+
+    def stop(self) -> int:
+        """SIGTERM, then wait; the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        return self.process.returncode
+
+
+def start_live_server(repository: Path, log: Path, *args: str, **env: str) -> LiveServer:
+    """Start ``python -m service.cli serve`` and wait until /readyz answers 200."""
+    port = free_port()
+    environment = {**os.environ, "PROBSERVE_ADMIN_TOKEN": ADMIN_TOKEN, **env}
+    command = [
+        sys.executable, "-m", "service.cli", "serve",
+        "--model-repository", str(repository), "--host", "127.0.0.1", "--port", str(port),
+        *args,
+    ]  # fmt: skip
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=environment)
+    server = LiveServer(process, f"http://127.0.0.1:{port}", port, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}: {log.read_text()}")
+        try:
+            if httpx.get(server.url + "/readyz", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"server not ready within 60 s: {log.read_text()}")
+
+
+@pytest.fixture
+def live_server(bundle_repository: Path, tmp_path: Path) -> Iterator[LiveServer]:
+    """A real server over the ``toy`` repository; stopped (SIGTERM) after the test."""
+    server = start_live_server(bundle_repository, tmp_path / "server.log")
+    yield server
+    server.stop()

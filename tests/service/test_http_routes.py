@@ -1,0 +1,207 @@
+"""Metadata, health, readiness, model control and docs through the real app in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.service.conftest import (
+    ADMIN_TOKEN,
+    TEST_CLASSES,
+    BundleFactory,
+    InProcessService,
+    ServiceFactory,
+    write_test_bundle,
+)
+
+AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+ROW = {"x1": 0.3, "x2": 4.0, "colour": "red"}
+
+
+def test_health_and_readiness(service: InProcessService) -> None:
+    assert service.get("/healthz").json() == {"status": "alive"}
+    assert service.get("/readyz").status_code == 200
+    assert service.get("/v2/health/live").status_code == 200
+    assert service.get("/v2/health/ready").json() == {"ready": True}
+
+
+def test_not_ready_without_models(tmp_path: Path, service_factory: ServiceFactory) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    service = service_factory(empty)
+    assert service.get("/healthz").status_code == 200
+    assert service.get("/readyz").status_code == 503
+    assert service.get("/v2/health/ready").status_code == 503
+
+
+def test_a_refused_bundle_keeps_the_service_not_ready_but_others_serve(
+    bundle_factory: BundleFactory, service_factory: ServiceFactory
+) -> None:
+    good = bundle_factory("good")
+    bad = bundle_factory("bad")
+    (bad / "model.onnx").write_bytes(b"not a graph")
+    service = service_factory(good.parent.parent)
+    ready = service.get("/readyz")
+    assert ready.status_code == 503
+    rows = {row["name"]: row for row in ready.json()["models"]}
+    assert rows["good"]["state"] == "READY"
+    assert rows["bad"]["state"] == "UNAVAILABLE" and rows["bad"]["reason"]
+    response = service.post("/v1/models/good/predict", json={"instances": [ROW]})
+    assert response.status_code == 200
+    refused = service.post("/v1/models/bad/predict", json={"instances": [ROW]})
+    assert refused.status_code == 503
+    assert rows["bad"]["reason"] in refused.json()["error"]
+
+
+def test_v1_metadata(service: InProcessService) -> None:
+    listing = service.get("/v1/models").json()["models"]
+    assert [m["name"] for m in listing] == ["toy"]
+    model = service.get("/v1/models/toy").json()
+    assert model["versions"] == [1]
+    assert model["classes"] == TEST_CLASSES
+    assert [(f["name"], f["kind"]) for f in model["features"]] == [
+        ("x1", "numeric"),
+        ("x2", "numeric"),
+        ("colour", "categorical"),
+    ]
+    assert model["features"][2]["categories"] == ["blue", "green", "red"]
+    assert model["provider"] == "CPUExecutionProvider"
+    assert "accuracy" in model["metrics"]
+    missing = service.get("/v1/models/nope")
+    assert missing.status_code == 404
+    assert missing.json()["type"] == "model_not_found"
+
+
+def test_v2_metadata(service: InProcessService) -> None:
+    server = service.get("/v2").json()
+    assert server["name"] == "probserve"
+    assert "model_repository" in server["extensions"]
+    for path in ("/v2/models/toy", "/v2/models/toy/versions/1"):
+        meta = service.get(path).json()
+        assert meta["name"] == "toy"
+        assert meta["versions"] == ["1"]
+        assert [(i["name"], i["datatype"]) for i in meta["inputs"]] == [
+            ("x1", "FP32"),
+            ("x2", "FP32"),
+            ("colour", "BYTES"),
+        ]
+        assert {o["name"] for o in meta["outputs"]} == {
+            "probabilities",
+            "lower",
+            "upper",
+            "label",
+            "prediction_set",
+        }
+    assert service.get("/v2/models/toy/ready").status_code == 200
+    assert service.get("/v2/models/toy/versions/1/ready").status_code == 200
+    for path in ("/v2/models/nope", "/v2/models/toy/versions/9", "/v2/models/nope/ready"):
+        response = service.get(path)
+        assert response.status_code == 404
+        assert list(response.json()) == ["error"]
+
+
+def test_unknown_route_is_json_404(service: InProcessService) -> None:
+    response = service.get("/v3/everything")
+    assert response.status_code == 404
+    assert response.json()["type"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v2/repository/index", "/v2/repository/models/toy/load", "/v2/repository/models/toy/unload"],
+)
+def test_model_control_off_without_a_token(
+    bundle_repository: Path, service_factory: ServiceFactory, path: str
+) -> None:
+    service = service_factory(bundle_repository, admin_token=None)
+    for headers in ({}, AUTH):
+        response = service.post(path, headers=headers)
+        assert response.status_code == 403
+        assert "disabled" in response.json()["error"]
+    assert service.get("/v2/models/toy/ready").status_code == 200  # nothing was unloaded
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v2/repository/index", "/v2/repository/models/toy/load", "/v2/repository/models/toy/unload"],
+)
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"authorization": "Bearer wrong"},
+        {"authorization": ADMIN_TOKEN},
+        {"authorization": "Basic x"},
+    ],
+)
+def test_model_control_needs_the_token(
+    service: InProcessService, path: str, headers: dict[str, str]
+) -> None:
+    response = service.post(path, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert service.get("/v2/models/toy/ready").status_code == 200
+
+
+def test_model_control_index_unload_load(
+    service: InProcessService, bundle_repository: Path
+) -> None:
+    index = service.post("/v2/repository/index", headers=AUTH)
+    assert index.status_code == 200
+    assert index.json() == [{"name": "toy", "version": "1", "state": "READY", "reason": ""}]
+
+    assert service.post("/v2/repository/models/toy/unload", headers=AUTH).status_code == 200
+    gone = service.post("/v1/models/toy/predict", json={"instances": [ROW]})
+    assert gone.status_code == 503
+    # Its only model unloaded, the replica has nothing to serve and must get no traffic.
+    assert service.get("/readyz").status_code == 503
+    states = service.post("/v2/repository/index", headers=AUTH).json()
+    assert states[0]["state"] == "UNAVAILABLE"
+
+    # A new version appears, and a load call serves it.
+    write_test_bundle(bundle_repository, "toy", seed=3)
+    assert service.post("/v2/repository/models/toy/load", headers=AUTH).status_code == 200
+    body = service.post("/v1/models/toy/predict", json={"instances": [ROW]}).json()
+    assert body["version"] == 2
+
+    missing = service.post("/v2/repository/models/nope/load", headers=AUTH)
+    assert missing.status_code == 404
+
+
+def test_docs_and_openapi(service: InProcessService) -> None:
+    docs = service.get("/docs")
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()
+    schema = service.get("/openapi.json").json()
+    for path in (
+        "/v1/models/{name}/predict",
+        "/v1/models/{name}/versions/{version}/predict",
+        "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}/infer",
+    ):
+        assert "post" in schema["paths"][path], path
+    for path in ("/v1/models", "/v2/health/ready", "/v2/repository/index", "/readyz"):
+        assert path in schema["paths"]
+
+
+def _example_url(path: str, operation: dict[str, Any]) -> str:
+    for parameter in operation.get("parameters", []):
+        if parameter["in"] == "path":
+            path = path.replace("{" + parameter["name"] + "}", str(parameter["example"]))
+    return path
+
+
+def test_documented_examples_succeed(service: InProcessService) -> None:
+    schema = service.get("/openapi.json").json()
+    sent = 0
+    for path, operations in schema["paths"].items():
+        post = operations.get("post")
+        if post is None or not path.endswith(("/predict", "/infer")):
+            continue
+        example = post["requestBody"]["content"]["application/json"]["example"]
+        response = service.post(_example_url(path, post), json=example)
+        assert response.status_code == 200, (path, response.text)
+        sent += 1
+    assert sent == 4
