@@ -21,12 +21,6 @@ from numpy.typing import NDArray
 from service.bundle import Manifest, NumericFeature
 from service.errors import InvalidInput, ModelNotReady
 from service.runtime.serving import ServedVersion
-from service.uncertainty import (
-    conformal_threshold,
-    ensemble_mean,
-    logit_intervals,
-    prediction_sets,
-)
 
 if TYPE_CHECKING:  # the registry imports ModelHandle from here
     from service.registry import IndexEntry, ModelRegistry
@@ -189,21 +183,17 @@ class DataPlane:
                 f"got {confidence_level}",
                 field="confidence_level",
             )
-        out = await runtime.batcher.submit_timed(batch)
-        members = out.member_probabilities
-        probabilities = ensemble_mean(members)
-        lower, upper = logit_intervals(members, confidence_level)
-        threshold = conformal_threshold(runtime.conformal_scores, confidence_level)
-        sets = prediction_sets(probabilities, threshold)
-        labels: list[str] = runtime.class_labels[probabilities.argmax(axis=1)].tolist()
+        out = await runtime.batcher.submit_timed(batch, confidence_level)
+        derived = out.derived
+        assert derived is not None  # the registry builds every batcher with derive
         result = PredictionResult(
             handle,
             confidence_level,
-            probabilities,
-            lower,
-            upper,
-            sets,
-            labels,
+            derived.probabilities,
+            derived.lower,
+            derived.upper,
+            derived.prediction_sets,
+            derived.labels.tolist(),
             {"queue_wait": out.queue_wait_seconds, "inference": out.inference_seconds},
         )
         for observer in self._observers:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from service.batching import BatchObserver, DynamicBatcher
+from service.batching import BatchObserver
 from service.bundle import MANIFEST_FILE, MODEL_FILE, bundle_path, model_names, model_versions
 from service.dataplane import ModelHandle
 from service.errors import ModelLoadError, ModelNotFound, ModelNotReady
@@ -260,15 +260,12 @@ class ModelRegistry:
             self._publish(name, selected)
 
     def _serve(self, loaded: LoadedModel) -> ModelHandle:
-        batcher = DynamicBatcher(
-            loaded.run,
+        runtime = ServedVersion.create(
+            loaded,
             max_batch_size=self._max_batch_size,
             max_queue_delay_us=self._max_queue_delay_us,
-            model=loaded.name,
-            version=loaded.version,
-            observers=self._batch_observers,
+            batch_observers=self._batch_observers,
         )
-        runtime = ServedVersion.build(loaded, batcher)
         return ModelHandle(
             loaded.name, loaded.version, loaded.manifest, loaded.provider, runtime=runtime
         )

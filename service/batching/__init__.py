@@ -4,8 +4,18 @@ from service.batching.batcher import (
     BatchObserver,
     BatchOutput,
     BatchStats,
+    DeriveFunction,
     DynamicBatcher,
     RowBatch,
+    RowSliceable,
 )
 
-__all__ = ["BatchObserver", "BatchOutput", "BatchStats", "DynamicBatcher", "RowBatch"]
+__all__ = [
+    "BatchObserver",
+    "BatchOutput",
+    "BatchStats",
+    "DeriveFunction",
+    "DynamicBatcher",
+    "RowBatch",
+    "RowSliceable",
+]

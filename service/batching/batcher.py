@@ -6,6 +6,14 @@ batcher's single worker thread and each caller gets exactly its own rows back, i
 batch runs, new requests keep queuing, so a busy model batches more (Triton's behaviour). A request
 is never split: one larger than ``max_batch_size`` runs as a batch of its own. A delay of 0 turns
 batching off: each request runs on its own in the worker thread.
+
+An optional ``derive`` function turns a batch's output into per-row arrays for one request
+parameter (the data plane passes the confidence level and derives probabilities, intervals and
+sets). It runs in the worker thread, once per batch and distinct level, so that per-row numpy
+work is paid per batch rather than per request, and stays off the event loop.
+
+The delay's effective resolution is the event loop's timer resolution (about 1 ms with epoll or
+libuv): a delay below that still batches, but waits up to about a millisecond.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, Self, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,6 +34,18 @@ logger = logging.getLogger(__name__)
 
 Columns = Mapping[str, NDArray[np.generic]]
 RunFunction = Callable[[Columns], NDArray[np.float32]]
+
+
+class RowSliceable(Protocol):
+    """What ``derive`` returns: per-row results of a whole batch that can be cut per request."""
+
+    def take_rows(self, start: int, stop: int) -> Self:
+        """Rows ``start:stop`` (views, not copies, where possible)."""
+
+
+D = TypeVar("D", bound=RowSliceable)
+#: (member probabilities of a whole batch, level) -> per-row results for that level.
+DeriveFunction = Callable[[NDArray[np.float32], float], D]
 
 
 class RowBatch(Protocol):
@@ -41,13 +61,14 @@ class RowBatch(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class BatchOutput:
+class BatchOutput(Generic[D]):
     """One request's share of a batch: its rows of the output and how long it took."""
 
     member_probabilities: NDArray[np.float32]  # [rows, K, C]
     queue_wait_seconds: float  # from submit until its batch started running
     inference_seconds: float  # the run() call of its batch
     batch_rows: int  # rows in the whole batch it ran in
+    derived: D | None = None  # this request's rows of derive(output, level), if asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,19 +87,34 @@ class BatchStats:
 BatchObserver = Callable[[BatchStats], None]
 
 
-class _Pending:
-    __slots__ = ("batch", "enqueued", "future")
+class _Pending(Generic[D]):
+    __slots__ = ("batch", "enqueued", "future", "level")
 
     def __init__(
-        self, batch: RowBatch, future: asyncio.Future[BatchOutput], enqueued: float
+        self,
+        batch: RowBatch,
+        level: float | None,
+        future: asyncio.Future[BatchOutput[D]],
+        enqueued: float,
     ) -> None:
         self.batch = batch
+        self.level = level
         self.future = future
         self.enqueued = enqueued
 
 
-class DynamicBatcher:
-    """Per-model-version request batcher; create and use it inside one running event loop."""
+@dataclass(frozen=True, slots=True)
+class _Ran(Generic[D]):
+    """What the worker thread hands back for one batch."""
+
+    output: NDArray[np.float32]
+    derived: dict[float, D | Exception]
+    started: float
+    finished: float
+
+
+class DynamicBatcher(Generic[D]):
+    """Per-model-version request batcher; use it from one running event loop."""
 
     def __init__(
         self,
@@ -86,6 +122,7 @@ class DynamicBatcher:
         *,
         max_batch_size: int = 64,
         max_queue_delay_us: int = 0,
+        derive: DeriveFunction[D] | None = None,
         model: str = "",
         version: int = 0,
         observers: Sequence[BatchObserver] = (),
@@ -96,6 +133,7 @@ class DynamicBatcher:
         if max_queue_delay_us < 0:
             raise ValueError(f"max_queue_delay_us must be >= 0, got {max_queue_delay_us}")
         self._run = run
+        self._derive = derive
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_us / 1e6
         self.model = model
@@ -107,7 +145,7 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"probserve-infer-{model}-{version}"
         )
-        self._pending: deque[_Pending] = deque()
+        self._pending: deque[_Pending[D]] = deque()
         self._pending_rows = 0
         # The consumer sleeps on this future; submit() resolves it only when the consumer is
         # idle or the batch just became full, so a request costs no wake-up in between.
@@ -126,15 +164,19 @@ class DynamicBatcher:
         """Member probabilities [rows, K, C] for exactly this request's rows, in order."""
         return (await self.submit_timed(batch)).member_probabilities
 
-    async def submit_timed(self, batch: RowBatch) -> BatchOutput:
-        """Like :meth:`submit`, with the request's queue wait and its batch's inference time."""
+    async def submit_timed(self, batch: RowBatch, level: float | None = None) -> BatchOutput[D]:
+        """Like :meth:`submit`, with timings and, given a ``level``, this request's derived rows.
+
+        An error from ``run`` fails every request of that batch; an error from ``derive`` fails
+        the requests that asked for that level.
+        """
         if not self.batching or self._closed:
             # Also after close(): a request that resolved this version just before a swap
             # still runs on it (the session lives as long as someone holds the model).
-            return await self._run_alone(batch)
+            return await self._run_alone(batch, level)
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[BatchOutput] = loop.create_future()
-        self._pending.append(_Pending(batch, future, time.perf_counter()))
+        future: asyncio.Future[BatchOutput[D]] = loop.create_future()
+        self._pending.append(_Pending(batch, level, future, time.perf_counter()))
         self._pending_rows += batch.rows
         if self._consumer is None:
             self._consumer = loop.create_task(self._consume(), name=f"batcher-{self.model}")
@@ -163,32 +205,55 @@ class DynamicBatcher:
             await asyncio.sleep(0.001)
         self._executor.shutdown(wait=False)
 
-    # -- internals -----------------------------------------------------------------------------
+    # -- the worker thread ---------------------------------------------------------------------
 
-    async def _run_alone(self, batch: RowBatch) -> BatchOutput:
+    def _run_batch(self, batches: Sequence[RowBatch], levels: set[float]) -> _Ran[D]:
+        # Concatenation copies happen here too, off the event loop.
+        if len(batches) == 1:
+            columns: Columns = batches[0].columns
+        else:
+            columns = {
+                name: np.concatenate([b.columns[name] for b in batches])
+                for name in batches[0].columns
+            }
+        started = time.perf_counter()
+        out = self._run(columns)
+        finished = time.perf_counter()
+        expected = sum(b.rows for b in batches)
+        if out.shape[0] != expected:
+            raise RuntimeError(f"model returned {out.shape[0]} rows for a batch of {expected}")
+        derived: dict[float, D | Exception] = {}
+        if self._derive is not None:
+            for level in levels:
+                try:
+                    derived[level] = self._derive(out, level)
+                except Exception as exc:  # fails only the requests that asked for this level
+                    derived[level] = exc
+        return _Ran(out, derived, started, finished)
+
+    # -- the event loop side -------------------------------------------------------------------
+
+    async def _run_alone(self, batch: RowBatch, level: float | None) -> BatchOutput[D]:
         enqueued = time.perf_counter()
+        levels = set() if level is None else {level}
         self._in_flight += 1
         try:
             if self._closed:
-                out, started, finished = await asyncio.to_thread(self._timed_run, batch.columns)
+                ran = await asyncio.to_thread(self._run_batch, (batch,), levels)
             else:
                 loop = asyncio.get_running_loop()
-                out, started, finished = await loop.run_in_executor(
-                    self._executor, self._timed_run, batch.columns
-                )
-        except BaseException:
+                ran = await loop.run_in_executor(self._executor, self._run_batch, (batch,), levels)
+        except Exception:
             self._notify(batch.rows, 1, 0.0, 0.0, failed=True)
             raise
         finally:
             self._in_flight -= 1
-        wait, inference = started - enqueued, finished - started
+        wait, inference = ran.started - enqueued, ran.finished - ran.started
         self._notify(batch.rows, 1, wait, inference, failed=False)
-        return BatchOutput(out, wait, inference, batch.rows)
-
-    def _timed_run(self, columns: Columns) -> tuple[NDArray[np.float32], float, float]:
-        started = time.perf_counter()
-        out = self._run(columns)
-        return out, started, time.perf_counter()
+        derived = None if level is None else ran.derived.get(level)
+        if isinstance(derived, Exception):
+            raise derived
+        return BatchOutput(ran.output, wait, inference, batch.rows, derived)
 
     async def _consume(self) -> None:
         try:
@@ -229,9 +294,9 @@ class DynamicBatcher:
             if items:
                 await self._execute(items)
 
-    def _take(self) -> list[_Pending]:
+    def _take(self) -> list[_Pending[D]]:
         """Cut the next batch: whole requests, oldest first, up to max_batch_size rows."""
-        taken: list[_Pending] = []
+        taken: list[_Pending[D]] = []
         rows = 0
         while self._pending:
             item = self._pending[0]
@@ -246,13 +311,14 @@ class DynamicBatcher:
             rows += size
         return taken
 
-    async def _execute(self, items: list[_Pending]) -> None:
+    async def _execute(self, items: list[_Pending[D]]) -> None:
         loop = asyncio.get_running_loop()
         rows = sum(item.batch.rows for item in items)
+        levels = {item.level for item in items if item.level is not None}
         self._in_flight += 1
         try:
-            out, started, finished = await loop.run_in_executor(
-                self._executor, self._run_concatenated, [item.batch for item in items]
+            ran = await loop.run_in_executor(
+                self._executor, self._run_batch, [item.batch for item in items], levels
             )
         except Exception as exc:
             # Fail exactly this batch's callers; the consumer carries on with the next batch.
@@ -263,37 +329,26 @@ class DynamicBatcher:
             return
         finally:
             self._in_flight -= 1
-        inference = finished - started
+        inference = ran.finished - ran.started
         offset = 0
         max_wait = 0.0
         for item in items:
             size = item.batch.rows
-            wait = started - item.enqueued
+            stop = offset + size
+            wait = ran.started - item.enqueued
             max_wait = max(max_wait, wait)
             if not item.future.done():  # a cancelled caller does not break the others
-                item.future.set_result(
-                    BatchOutput(out[offset : offset + size], wait, inference, rows)
-                )
-            offset += size
+                derived = None if item.level is None else ran.derived.get(item.level)
+                if isinstance(derived, Exception):
+                    item.future.set_exception(derived)
+                else:
+                    if derived is not None and len(items) > 1:
+                        derived = derived.take_rows(offset, stop)
+                    item.future.set_result(
+                        BatchOutput(ran.output[offset:stop], wait, inference, rows, derived)
+                    )
+            offset = stop
         self._notify(rows, len(items), max_wait, inference, failed=False)
-
-    def _run_concatenated(
-        self, batches: list[RowBatch]
-    ) -> tuple[NDArray[np.float32], float, float]:
-        # Runs in the worker thread, so the concatenation copies stay off the event loop too.
-        if len(batches) == 1:
-            columns: Columns = batches[0].columns
-        else:
-            columns = {
-                name: np.concatenate([b.columns[name] for b in batches])
-                for name in batches[0].columns
-            }
-        started = time.perf_counter()
-        out = self._run(columns)
-        expected = sum(b.rows for b in batches)
-        if out.shape[0] != expected:
-            raise RuntimeError(f"model returned {out.shape[0]} rows for a batch of {expected}")
-        return out, started, time.perf_counter()
 
     def _notify(
         self, rows: int, requests: int, wait: float, inference: float, *, failed: bool

@@ -11,7 +11,7 @@ from service.runtime.providers import (
     resolve_providers,
     session_options,
 )
-from service.runtime.serving import ServedVersion
+from service.runtime.serving import ServedVersion, Uncertainty, derive_uncertainty
 
 __all__ = [
     "CPU",
@@ -20,8 +20,10 @@ __all__ = [
     "LoadedModel",
     "ProviderError",
     "ServedVersion",
+    "Uncertainty",
     "cuda_device_usable",
     "cuda_provider_options",
+    "derive_uncertainty",
     "load_model",
     "resolve_providers",
     "session_options",

@@ -2,13 +2,60 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from numpy.typing import NDArray
 
-from service.batching import DynamicBatcher
+from service.batching import BatchObserver, DynamicBatcher
 from service.runtime.model import LoadedModel
+from service.uncertainty import (
+    conformal_threshold,
+    ensemble_mean,
+    logit_intervals,
+    prediction_sets,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Uncertainty:
+    """What a prediction derives from member probabilities at one level; arrays are [N, ...]."""
+
+    probabilities: NDArray[np.float64]  # [N, C]
+    lower: NDArray[np.float64]  # [N, C]
+    upper: NDArray[np.float64]  # [N, C]
+    prediction_sets: NDArray[np.bool_]  # [N, C]
+    labels: NDArray[np.object_]  # [N], the most probable class label
+
+    def take_rows(self, start: int, stop: int) -> Uncertainty:
+        """Rows ``start:stop`` as views (one request's share of a batch)."""
+        return Uncertainty(
+            self.probabilities[start:stop],
+            self.lower[start:stop],
+            self.upper[start:stop],
+            self.prediction_sets[start:stop],
+            self.labels[start:stop],
+        )
+
+
+def derive_uncertainty(
+    member_probabilities: NDArray[np.float32],
+    level: float,
+    *,
+    conformal_scores: NDArray[np.float64],
+    class_labels: NDArray[np.object_],
+) -> Uncertainty:
+    """Mean probabilities, ``level`` intervals, ``level`` conformal sets and labels, [N, ...].
+
+    Runs in the batcher's worker thread once per batch, so its numpy calls are paid per batch.
+    """
+    probabilities = ensemble_mean(member_probabilities)
+    lower, upper = logit_intervals(member_probabilities, level)
+    sets = prediction_sets(probabilities, conformal_threshold(conformal_scores, level))
+    labels: NDArray[np.object_] = class_labels[probabilities.argmax(axis=1)]
+    return Uncertainty(probabilities, lower, upper, sets, labels)
 
 
 @dataclass(frozen=True, eq=False)
@@ -16,16 +63,32 @@ class ServedVersion:
     """A loaded model, its batcher and the manifest data the hot path reads, as numpy arrays."""
 
     model: LoadedModel
-    batcher: DynamicBatcher
+    batcher: DynamicBatcher[Uncertainty]
     #: Class labels as an object array, so ``class_labels[argmax]`` labels a whole batch at once.
     class_labels: NDArray[np.object_]
     #: The calibration split's conformal scores, sorted ascending.
     conformal_scores: NDArray[np.float64]
 
     @classmethod
-    def build(cls, model: LoadedModel, batcher: DynamicBatcher) -> ServedVersion:
-        """Precompute the arrays from the manifest."""
+    def create(
+        cls,
+        model: LoadedModel,
+        *,
+        max_batch_size: int = 64,
+        max_queue_delay_us: int = 0,
+        batch_observers: Sequence[BatchObserver] = (),
+    ) -> ServedVersion:
+        """Precompute the arrays from the manifest and build the version's batcher."""
         manifest = model.manifest
         labels = np.array(manifest.classes, dtype=object)
         scores = np.asarray(manifest.calibration.conformal_scores, dtype=np.float64)
+        batcher: DynamicBatcher[Uncertainty] = DynamicBatcher(
+            model.run,
+            max_batch_size=max_batch_size,
+            max_queue_delay_us=max_queue_delay_us,
+            derive=partial(derive_uncertainty, conformal_scores=scores, class_labels=labels),
+            model=model.name,
+            version=model.version,
+            observers=batch_observers,
+        )
         return cls(model, batcher, labels, scores)

@@ -10,9 +10,9 @@ from typing import TypeVar
 import numpy as np
 import pytest
 
-from service.batching import BatchStats, DynamicBatcher
+from service.batching import BatchOutput, BatchStats, DynamicBatcher
 from service.dataplane import FeatureBatch
-from service.runtime import LoadedModel, load_model
+from service.runtime import LoadedModel, Uncertainty, derive_uncertainty, load_model
 from tests.service.conftest import BundleFactory
 
 T = TypeVar("T")
@@ -204,3 +204,46 @@ def test_invalid_settings_are_refused(model: LoadedModel) -> None:
         DynamicBatcher(model.run, max_batch_size=0)
     with pytest.raises(ValueError, match="max_queue_delay_us"):
         DynamicBatcher(model.run, max_queue_delay_us=-1)
+
+
+def test_derived_results_are_cut_per_request_and_a_bad_level_fails_only_its_requests(
+    model: LoadedModel,
+) -> None:
+    scores = np.sort(np.random.default_rng(0).uniform(size=100))
+    labels = np.array(["no", "yes", "maybe"], dtype=object)
+
+    def derive(members: np.ndarray, level: float) -> Uncertainty:
+        return derive_uncertainty(members, level, conformal_scores=scores, class_labels=labels)
+
+    requests = [
+        (rows(n, seed), level)
+        for seed, (n, level) in enumerate(
+            [(2, 0.9), (1, 1.5), (5, 0.9), (3, 0.5), (1, 1.5), (4, 0.5)]
+        )
+    ]
+
+    async def scenario() -> list[object]:
+        batcher = DynamicBatcher(
+            model.run, max_batch_size=64, max_queue_delay_us=50_000, derive=derive
+        )
+        out = await asyncio.gather(
+            *(batcher.submit_timed(b, level) for b, level in requests), return_exceptions=True
+        )
+        await batcher.close()
+        return out
+
+    outcomes = run(scenario)
+    for (batch, level), outcome in zip(requests, outcomes, strict=True):
+        if level > 1:
+            # student_t_quantile refuses a level outside (0, 1): a real error, for these alone.
+            assert isinstance(outcome, ValueError)
+            continue
+        assert isinstance(outcome, BatchOutput) and outcome.derived is not None
+        assert outcome.batch_rows == 16, "all six requests shared one run"
+        alone = derive(model.run(batch.columns), level)
+        got = outcome.derived
+        np.testing.assert_allclose(got.probabilities, alone.probabilities, atol=1e-6)
+        np.testing.assert_allclose(got.lower, alone.lower, atol=1e-6)
+        np.testing.assert_allclose(got.upper, alone.upper, atol=1e-6)
+        np.testing.assert_array_equal(got.prediction_sets, alone.prediction_sets)
+        assert got.labels.tolist() == alone.labels.tolist()

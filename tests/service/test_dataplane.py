@@ -183,3 +183,32 @@ def test_a_handle_without_runtime_is_not_ready(bundle_repository: Path) -> None:
             await plane.infer(bare, rows(1, 0), 0.9)
 
     with_plane(bundle_repository, body)
+
+
+def test_batched_answers_equal_unbatched_answers(bundle_repository: Path) -> None:
+    """Concurrent requests of mixed sizes and levels, batched, match one-by-one answers."""
+    requests = [
+        (rows(n, seed), level)
+        for seed, (n, level) in enumerate(
+            [(1, 0.95), (7, 0.9), (1, 0.95), (30, 0.5), (2, 0.999), (1, 0.95)] * 5
+        )
+    ]
+
+    async def batched(plane: DataPlane) -> list[PredictionResult]:
+        handle = plane.resolve("toy")
+        return list(await asyncio.gather(*(plane.infer(handle, b, lv) for b, lv in requests)))
+
+    async def one_by_one(plane: DataPlane) -> list[PredictionResult]:
+        handle = plane.resolve("toy")
+        return [await plane.infer(handle, b, lv) for b, lv in requests]
+
+    together = with_plane(bundle_repository, batched, max_queue_delay_us=20_000, max_batch_size=32)
+    alone = with_plane(bundle_repository, one_by_one, max_queue_delay_us=0)
+    for (batch, level), a, b in zip(requests, together, alone, strict=True):
+        assert a.confidence_level == b.confidence_level == level
+        assert a.probabilities.shape == (batch.rows, 3)
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
+        np.testing.assert_allclose(a.lower, b.lower, atol=1e-6)
+        np.testing.assert_allclose(a.upper, b.upper, atol=1e-6)
+        np.testing.assert_array_equal(a.prediction_sets, b.prediction_sets)
+        assert a.labels == b.labels
