@@ -254,6 +254,11 @@ class ModelRegistry:
                 self._failures[(name, version)] = _Failure(signature, exc.message)
                 logger.error("refused model %s version %s: %s", name, version, exc.message)
                 continue
+            except Exception as exc:  # one odd bundle must not stop the others from serving
+                reason = f"bundle {path} could not be loaded: {exc!r}"
+                self._failures[(name, version)] = _Failure(signature, reason)
+                logger.exception("refused model %s version %s", name, version)
+                continue
             self._failures.pop((name, version), None)
             selected[version] = self._serve(loaded)
         if selected.keys() != current.keys():

@@ -106,7 +106,10 @@ def load_model(
     except Exception as exc:
         raise load_error(bundle, "sample", f"running the stored sample rows failed: {exc}") from exc
     check_sample(bundle, manifest, produced)
-    _warm_up(model, sample)
+    try:
+        _warm_up(model, sample)
+    except Exception as exc:
+        raise load_error(bundle, "warm-up", f"the warm-up run failed: {exc}") from exc
     elapsed = time.perf_counter() - started
     logger.info(
         "loaded model %s version %s from %s on %s in %.3fs", name, version, bundle, actual, elapsed

@@ -212,6 +212,11 @@ def test_hot_reload_swaps_in_a_new_version_and_refuses_a_corrupt_one(
             good = write_test_bundle(tmp_path / "staging-fixed", "toy", seed=3)
             os.rename(good, bad)
             await wait_for(lambda: registry.resolve("toy").version == 3)
+            # A model that appears later is picked up too.
+            assert "late" not in registry.model_names()
+            await asyncio.to_thread(bundle_factory, "late", seed=4)
+            await wait_for(lambda: registry.served_versions("late") == [1])
+            assert registry.ready()
         finally:
             await registry.stop()
 
