@@ -44,17 +44,14 @@ class LoadedModel:
     session: ort.InferenceSession
     provider: str
     load_seconds: float
+    output_names: list[str]  # [manifest.output], built once rather than on every run
 
     def run(self, columns: Columns) -> NDArray[np.float32]:
         """Member probabilities [N, K, C] for graph input columns (feature name -> [N, 1])."""
         # The dict is handed to onnxruntime as is: it looks inputs up by name, so extra keys
         # would be an error there and the codecs guarantee exactly the features.
-        out: NDArray[np.float32] = self.session.run(self._outputs, columns)[0]
+        out: NDArray[np.float32] = self.session.run(self.output_names, columns)[0]
         return out
-
-    @property
-    def _outputs(self) -> list[str]:
-        return [self.manifest.output]
 
 
 def load_model(
@@ -99,7 +96,8 @@ def load_model(
         # auto: CUDA passed the probe yet this session fell back; serve, but say so loudly.
         logger.warning("model %s:%s runs on %s instead of %s", name, version, actual, CUDA)
     check_signature(bundle, manifest, session.get_inputs(), session.get_outputs())
-    model = LoadedModel(name, version, bundle, manifest, session, actual, 0.0)
+    outputs = [manifest.output]
+    model = LoadedModel(name, version, bundle, manifest, session, actual, 0.0, outputs)
     sample = graph_columns(manifest.features, manifest.sample.inputs)
     try:
         produced = model.run(sample)
@@ -114,7 +112,7 @@ def load_model(
     logger.info(
         "loaded model %s version %s from %s on %s in %.3fs", name, version, bundle, actual, elapsed
     )
-    return LoadedModel(name, version, bundle, manifest, session, actual, elapsed)
+    return LoadedModel(name, version, bundle, manifest, session, actual, elapsed, outputs)
 
 
 def _warm_up(model: LoadedModel, sample: dict[str, NDArray[np.generic]]) -> None:
