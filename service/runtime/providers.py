@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -111,12 +112,14 @@ def cuda_device_usable(device_id: int = 0) -> bool:
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 4  # the probe's failure is an answer, not an error to log
-        session = ort.InferenceSession(
-            _PROBE_MODEL,
-            options,
-            providers=[CUDA],
-            provider_options=[cuda_provider_options(device_id)],
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            session = ort.InferenceSession(
+                _PROBE_MODEL,
+                options,
+                providers=[CUDA],
+                provider_options=[cuda_provider_options(device_id)],
+            )
     except Exception as exc:  # any failure to start means "not usable", whatever its type
         logger.info("CUDA execution provider is installed but unusable: %s", exc)
         return False

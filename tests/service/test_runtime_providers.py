@@ -9,9 +9,11 @@ import onnxruntime as ort
 import pytest
 
 from service.bundle.columns import graph_columns
+from service.errors import ModelLoadError
 from service.runtime import (
     CPU,
     CUDA,
+    ExecutionProviders,
     ProviderError,
     cuda_device_usable,
     cuda_provider_options,
@@ -126,3 +128,48 @@ def test_bundle_runs_on_cuda_where_a_device_exists(bundle_factory: BundleFactory
             await plane.stop()
 
     assert asyncio.run(through_the_data_plane()) == CUDA
+
+
+def _cuda_then_cpu(*, explicit: bool) -> ExecutionProviders:
+    return ExecutionProviders((CUDA, CPU), (cuda_provider_options(), {}), explicit)
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider:UserWarning")
+def test_a_session_that_falls_back_from_explicit_cuda_is_refused(
+    bundle_factory: BundleFactory,
+) -> None:
+    """The last line of defence: onnxruntime quietly built the session on CPU; we refuse it."""
+    if cuda_device_usable():
+        pytest.skip("a CUDA device is usable here, so the session does not fall back")
+    with pytest.raises(ModelLoadError) as info:
+        load_model(bundle_factory("toy"), providers=_cuda_then_cpu(explicit=True))
+    assert info.value.details["check"] == "provider"
+    assert f"{CUDA} was requested" in info.value.message
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider:UserWarning")
+def test_auto_serves_on_what_the_session_really_got(bundle_factory: BundleFactory) -> None:
+    if cuda_device_usable():
+        pytest.skip("a CUDA device is usable here, so the session does not fall back")
+    model = load_model(bundle_factory("toy"), providers=_cuda_then_cpu(explicit=False))
+    assert model.provider == CPU  # metadata reports the real provider, not the wish
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider:UserWarning")
+def test_gpu_package_without_a_device_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime-gpu lists CUDA even with no device; the probe must see through that.
+
+    The one injected fault: this machine's onnxruntime is made to *list* CUDA, as the GPU
+    package does; the probe session it then creates is real and really falls back to CPU.
+    """
+    if cuda_device_usable():
+        pytest.skip("a CUDA device is usable here")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    cuda_device_usable.cache_clear()
+    try:
+        assert not cuda_device_usable()
+        assert resolve_providers("auto").providers == (CPU,)
+        with pytest.raises(ProviderError, match="no session starts on CUDA device 0"):
+            resolve_providers("cuda")
+    finally:
+        cuda_device_usable.cache_clear()
