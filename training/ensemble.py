@@ -87,8 +87,12 @@ class BatchedMLP(nn.Module):
         h = x
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            # [N, in] @ [K, in, out] broadcasts to [K, N, out]; [K, N, in] @ [K, in, out] is a bmm.
-            h = torch.matmul(h, w) + b[:, None, :]
+            if h.dim() == 3:
+                # [K, N, in] @ [K, in, out] + b: one fused batched kernel for all members.
+                h = torch.baddbmm(b[:, None, :], h, w)
+            else:
+                # Shared rows: [N, in] @ [K, in, out] broadcasts to [K, N, out].
+                h = torch.matmul(h, w) + b[:, None, :]
             if i < last:
                 h = torch.relu(h)
         return h
