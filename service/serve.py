@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -82,6 +84,10 @@ def serve(
     run_server(settings, given)
 
 
+def _exit_after_graceful_shutdown(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def run_server(settings: Settings, given: dict[str, Any]) -> None:
     """Configure logging, check the providers, and run uvicorn until SIGTERM/SIGINT."""
     import uvicorn
@@ -110,6 +116,10 @@ def run_server(settings: Settings, given: dict[str, Any]) -> None:
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
         "server_header": False,
     }
+    # uvicorn shuts down gracefully on SIGTERM (in-flight requests finish, the lifespan drains
+    # the batchers) and then re-raises the signal to the handler that was there before it.
+    # Make that handler a clean exit, so an orderly stop exits 0 rather than "killed by signal".
+    signal.signal(signal.SIGTERM, _exit_after_graceful_shutdown)
     if settings.workers == 1:
         from service.http import create_app
 

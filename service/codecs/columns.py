@@ -17,6 +17,7 @@ Rules (DESIGN.md, "The model bundle"):
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -143,8 +144,17 @@ def confidence_level(value: Any, field: str) -> float:
 
 
 def load_json(body: bytes | memoryview) -> Any:
-    """Parse a JSON body with orjson; malformed JSON is a 400 that says where it broke."""
+    """Parse a JSON body; malformed JSON is a 400 that says where it broke.
+
+    orjson first (fast). Only if it refuses, the standard library parser tries again, because it
+    accepts the ``NaN`` and ``Infinity`` literals that Python's ``json.dumps`` (and so the stock
+    ``tritonclient`` JSON path) writes for float NaN: a NaN is then a missing value, and an
+    infinity is refused by the column checks with the instance and feature named.
+    """
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"malformed JSON: {exc}", expected="a JSON body") from None
+        try:
+            return json.loads(bytes(body))
+        except (ValueError, RecursionError):
+            raise InvalidInput(f"malformed JSON: {exc}", expected="a JSON body") from None

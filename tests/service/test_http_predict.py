@@ -205,13 +205,22 @@ def test_native_bad_input_is_400_naming_the_culprit(
     _check_prediction(_predict(service, GOOD)["predictions"][0])
 
 
-def test_infinity_and_nan_in_json_are_malformed(service: InProcessService) -> None:
-    # JSON has no NaN or Infinity literals: a client that writes them sends malformed JSON.
-    for literal in (b"Infinity", b"NaN", b"-Infinity"):
-        body = b'{"instances": [{"x1": ' + literal + b', "x2": 1, "colour": "red"}]}'
-        response = service.post("/v1/models/toy/predict", content=body)
-        assert response.status_code == 400
-        assert "malformed JSON" in response.json()["error"]
+def test_nan_literal_is_missing_and_infinity_is_refused(service: InProcessService) -> None:
+    # Python's json.dumps writes NaN/Infinity literals; NaN is a missing value, infinity is not
+    # a value the model can take.
+    nan = b'{"instances": [{"x1": NaN, "x2": 1, "colour": "red"}]}'
+    as_null = {"instances": [{"x1": None, "x2": 1, "colour": "red"}]}
+    response = service.post("/v1/models/toy/predict", content=nan)
+    assert response.status_code == 200, response.text
+    expected = _predict(service, as_null)["predictions"][0]["probabilities"]
+    assert response.json()["predictions"][0]["probabilities"] == pytest.approx(expected)
+    for literal in (b"Infinity", b"-Infinity"):
+        body = b'{"instances": [{"x1": 1, "x2": 1, "colour": "red"}, {"x1": 1, "x2": ' + literal
+        response = service.post("/v1/models/toy/predict", content=body + b', "colour": "red"}]}')
+        assert response.status_code == 400, response.text
+        error = response.json()
+        assert (error["instance"], error["feature"]) == (1, "x2")
+        assert "infinity" in error["error"]
     assert _predict(service, GOOD)["predictions"]
 
 

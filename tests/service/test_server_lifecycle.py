@@ -1,0 +1,80 @@
+"""A real ``probserve serve`` process: predictions over TCP, JSON logs, workers, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.service.conftest import LiveServer, start_live_server
+
+pytestmark = pytest.mark.slow
+
+BODY = {"instances": [{"x1": 0.3, "x2": 4.0, "colour": "red"}]}
+
+
+def test_real_server_predicts_and_logs_json_lines(bundle_repository: Path, tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    server = start_live_server(bundle_repository, log, "--log-format", "json")
+    try:
+        with httpx.Client(base_url=server.url) as client:
+            for path in ("/v1/models/toy/predict", "/v1/models/toy/versions/1/predict"):
+                response = client.post(path, json=BODY)
+                assert response.status_code == 200, response.text
+                assert response.json()["predictions"][0]["label"] in {"no", "yes", "maybe"}
+            bad = client.post("/v1/models/toy/predict", content=b"{")
+            assert bad.status_code == 400
+            assert client.post("/v1/models/toy/predict", json=BODY).status_code == 200
+    finally:
+        assert server.stop() == 0
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert records, "the server logged nothing"
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    assert any("loaded model toy" in r["message"] for r in records)
+
+
+def test_sigterm_lets_the_request_in_flight_finish(bundle_repository: Path, tmp_path: Path) -> None:
+    # A one-second batching delay holds a lone request in the batcher: SIGTERM arrives while it
+    # is in flight, and it must still be answered before the process exits 0.
+    server = start_live_server(
+        bundle_repository, tmp_path / "server.log", "--max-queue-delay-us", "1000000"
+    )
+    outcome: dict[str, Any] = {}
+
+    def send() -> None:
+        try:
+            outcome["response"] = httpx.post(
+                server.url + "/v1/models/toy/predict", json=BODY, timeout=30
+            )
+        except Exception as exc:  # reported by the assertions below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=send)
+    worker.start()
+    time.sleep(0.4)
+    assert worker.is_alive(), "the request finished before the signal: the test proves nothing"
+    server.process.send_signal(signal.SIGTERM)
+    worker.join(30)
+    assert server.process.wait(30) == 0, (tmp_path / "server.log").read_text()
+    assert "error" not in outcome, outcome.get("error")
+    response = outcome["response"]
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == 1
+
+
+def test_workers_serve_and_stop_cleanly(bundle_repository: Path, tmp_path: Path) -> None:
+    server: LiveServer = start_live_server(
+        bundle_repository, tmp_path / "server.log", "--workers", "2"
+    )
+    try:
+        with httpx.Client(base_url=server.url) as client:
+            for _ in range(8):
+                assert client.post("/v1/models/toy/predict", json=BODY).status_code == 200
+    finally:
+        assert server.stop() == 0

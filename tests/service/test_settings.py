@@ -1,0 +1,127 @@
+"""Settings: defaults, PROBSERVE_* environment, flags over environment, clear errors (exit 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from service import serve as serve_module
+from service.cli import main
+from service.runtime import cuda_device_usable
+from service.settings import Settings, describe_validation_error
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("PROBSERVE_"):
+            monkeypatch.delenv(key)
+
+
+def test_documented_defaults() -> None:
+    s = Settings()
+    assert s.model_repository == Path("models")
+    assert (s.host, s.port, s.workers, s.providers) == ("127.0.0.1", 8000, 1, "auto")
+    assert s.confidence_level == 0.95
+    assert s.max_request_bytes == 8 * 1024 * 1024
+    assert s.admin_token is None and s.admin_token_value() is None
+    assert s.version_policy == "latest:1" and s.latest_versions == 1
+    assert s.poll_interval_s == 0
+    assert (s.log_level, s.log_format, s.access_log) == ("info", "plain", False)
+    assert s.prediction_log == "sqlite:///./predictions.sqlite"
+    assert s.provider_list is None
+
+
+def test_environment_and_explicit_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROBSERVE_PORT", "9001")
+    monkeypatch.setenv("PROBSERVE_PROVIDERS", "cuda, cpu")
+    monkeypatch.setenv("PROBSERVE_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("PROBSERVE_VERSION_POLICY", "ALL")
+    monkeypatch.setenv("PROBSERVE_ADMIN_TOKEN", "t0ken")
+    s = Settings()
+    assert s.port == 9001
+    assert s.provider_list == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert s.log_level == "debug"
+    assert s.latest_versions is None
+    assert s.admin_token_value() == "t0ken"
+    assert "t0ken" not in repr(s)
+    assert Settings(port=9002).port == 9002  # an explicit value (a CLI flag) beats the env
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("port", "70000", "less than or equal to 65535"),
+        ("workers", "0", "greater than or equal to 1"),
+        ("confidence_level", "1.5", "0.999"),
+        ("providers", "gpu", "unknown execution provider 'gpu'"),
+        ("version_policy", "newest", "latest:N"),
+        ("log_format", "xml", "plain"),
+        ("max_queue_delay_us", "-1", "greater than or equal to 0"),
+    ],
+)
+def test_bad_values_are_named_with_their_variable(
+    monkeypatch: pytest.MonkeyPatch, field: str, value: str, fragment: str
+) -> None:
+    monkeypatch.setenv(f"PROBSERVE_{field.upper()}", value)
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    message = describe_validation_error(info.value)
+    assert f"PROBSERVE_{field.upper()}" in message
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_serve_flags_override_env_and_unset_flags_keep_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: list[tuple[Settings, dict[str, Any]]] = []
+    monkeypatch.setattr(serve_module, "run_server", lambda s, given: seen.append((s, given)))
+    monkeypatch.setenv("PROBSERVE_PORT", "9100")
+    monkeypatch.setenv("PROBSERVE_MAX_BATCH_SIZE", "32")
+    argv = ["serve", "--model-repository", str(tmp_path), "--port", "9200", "--access-log"]
+    assert main(argv) == 0
+    settings, given = seen[0]
+    assert settings.port == 9200
+    assert settings.max_batch_size == 32
+    assert settings.model_repository == tmp_path
+    assert settings.access_log is True
+    assert set(given) == {"model_repository", "port", "access_log"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "fragment"),
+    [
+        (["serve", "--port", "70000"], {}, "PROBSERVE_PORT"),
+        (["serve", "--confidence-level", "0.1"], {}, "PROBSERVE_CONFIDENCE_LEVEL"),
+        (["serve"], {"PROBSERVE_WORKERS": "many"}, "PROBSERVE_WORKERS"),
+    ],
+)
+def test_bad_settings_exit_2_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    env: dict[str, str],
+    fragment: str,
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: invalid settings")
+    assert fragment in err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.skipif(cuda_device_usable(), reason="a CUDA device is present: cuda would start")
+def test_explicit_cuda_without_a_gpu_exits_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["serve", "--providers", "cuda", "--model-repository", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "CUDA" in err or "cuda" in err
