@@ -50,8 +50,9 @@ def logit_intervals(
     centre = logits.mean(axis=1)
     spread = logits.std(axis=1, ddof=1)
     half = student_t_quantile(level, members) * spread
-    lower = _sigmoid(centre - half)
-    upper = _sigmoid(centre + half)
+    # tanh saturates to exactly 0 or 1 in float64 for wide intervals; keep the bounds inside.
+    lower = np.clip(_sigmoid(centre - half), _EPS, 1.0 - _EPS)
+    upper = np.clip(_sigmoid(centre + half), _EPS, 1.0 - _EPS)
     mean = p.mean(axis=1)
     return np.minimum(lower, mean), np.maximum(upper, mean)
 

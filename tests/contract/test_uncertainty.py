@@ -44,6 +44,14 @@ def test_interval_narrows_as_level_drops_and_members_agree() -> None:
     np.testing.assert_allclose(lo, hi, atol=1e-6)
 
 
+def test_interval_stays_strictly_inside_unit_interval_when_members_disagree_wildly() -> None:
+    p1 = np.array([[1e-12, 1 - 1e-12, 1e-9, 1 - 1e-9]])  # one row, four members at both extremes
+    probs = np.stack([1 - p1, p1], axis=-1)
+    lower, upper = logit_intervals(probs, 0.999)
+    assert np.all(lower > 0)
+    assert np.all(upper < 1)
+
+
 def test_t_quantile_matches_known_values() -> None:
     # Table values of the Student t distribution.
     assert student_t_quantile(0.95, 8) == pytest.approx(2.364624, abs=1e-5)
