@@ -205,3 +205,72 @@ def test_documented_examples_succeed(service: InProcessService) -> None:
         assert response.status_code == 200, (path, response.text)
         sent += 1
     assert sent == 4
+
+
+def test_fastapi_routes_answer_like_the_lean_front(service: InProcessService) -> None:
+    """The declared predict/infer routes (what /docs describes) run the same handlers."""
+    import httpx
+
+    async def via_fastapi(method: str, url: str, **kwargs: Any) -> httpx.Response:
+        transport = httpx.ASGITransport(app=service.app.fallback)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fastapi") as client:
+            return await client.request(method, url, **kwargs)
+
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("/v1/models/toy/predict", {"json": {"instances": [ROW]}}),
+        ("/v1/models/toy/versions/1/predict", {"json": {"instances": [ROW]}}),
+        ("/v1/models/toy/predict", {"json": {"instances": [{**ROW, "x1": "a"}]}}),
+        ("/v1/models/toy/predict", {"content": b"{"}),
+        ("/v1/models/toy/predict", {"content": b" " * (64 * 1024 + 1)}),
+        ("/v2/models/toy/infer", {"content": b" " * (64 * 1024 + 1)}),
+        ("/v2/models/nope/infer", {"json": {"inputs": []}}),
+        ("/v1/models/toy/versions/0/predict", {"json": {"instances": [ROW]}}),
+    ]
+    for path, kwargs in cases:
+        headers = {"x-request-id": "same"}
+        lean = service.post(path, headers=headers, **kwargs)
+        routed = service.run(via_fastapi("POST", path, headers=headers, **kwargs))
+        assert routed.status_code == lean.status_code, (path, routed.text)
+        assert routed.json() == lean.json() or (
+            path.endswith("/predict") and "predictions" in (routed.json())
+        ), path
+        assert routed.headers["content-type"] == lean.headers["content-type"]
+
+
+def test_request_hooks_see_every_hot_path_request(
+    bundle_repository: Path,
+) -> None:
+    from service.http import create_app
+    from service.http.hooks import RequestHooks
+    from service.settings import Settings
+    from tests.service.conftest import HTTP_TEST_SETTINGS
+
+    class Recorder(RequestHooks):
+        def __init__(self) -> None:
+            self.started: list[str] = []
+            self.finished: list[tuple[str, str, int, str | None]] = []
+
+        def request_started(self, endpoint: str) -> None:
+            self.started.append(endpoint)
+
+        def request_finished(
+            self, endpoint: str, model: str, status: int, seconds: float, error_type: str | None
+        ) -> None:
+            assert seconds >= 0
+            self.finished.append((endpoint, model, status, error_type))
+
+    recorder = Recorder()
+    settings = Settings(model_repository=bundle_repository, **HTTP_TEST_SETTINGS)
+    service = InProcessService(create_app(settings, hooks=recorder)).start()
+    try:
+        service.post("/v1/models/toy/predict", json={"instances": [ROW]})
+        service.post("/v1/models/toy/predict", json={"instances": []})
+        service.post("/v2/models/nope/infer", json={})
+    finally:
+        service.close()
+    assert recorder.started == ["v1_predict", "v1_predict", "v2_infer"]
+    assert recorder.finished == [
+        ("v1_predict", "toy", 200, None),
+        ("v1_predict", "toy", 400, "invalid_input"),
+        ("v2_infer", "", 404, "model_not_found"),
+    ]
