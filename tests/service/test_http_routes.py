@@ -231,9 +231,7 @@ def test_fastapi_routes_answer_like_the_lean_front(service: InProcessService) ->
         lean = service.post(path, headers=headers, **kwargs)
         routed = service.run(via_fastapi("POST", path, headers=headers, **kwargs))
         assert routed.status_code == lean.status_code, (path, routed.text)
-        assert routed.json() == lean.json() or (
-            path.endswith("/predict") and "predictions" in (routed.json())
-        ), path
+        assert routed.content == lean.content, path
         assert routed.headers["content-type"] == lean.headers["content-type"]
 
 
