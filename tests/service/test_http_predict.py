@@ -221,6 +221,11 @@ def test_nan_literal_is_missing_and_infinity_is_refused(service: InProcessServic
         error = response.json()
         assert (error["instance"], error["feature"]) == (1, "x2")
         assert "infinity" in error["error"]
+    # A NaN is a missing number, not a category: there it is refused.
+    body = b'{"instances": [{"x1": 1, "x2": 1, "colour": NaN}]}'
+    response = service.post("/v1/models/toy/predict", content=body)
+    assert response.status_code == 400
+    assert (response.json()["instance"], response.json()["feature"]) == (0, "colour")
     assert _predict(service, GOOD)["predictions"]
 
 

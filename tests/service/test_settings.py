@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +18,16 @@ from service.settings import Settings, describe_validation_error
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No PROBSERVE_* from the developer's shell; logging restored after `serve` configured it."""
     for key in list(os.environ):
         if key.startswith("PROBSERVE_"):
             monkeypatch.delenv(key)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_documented_defaults() -> None:
