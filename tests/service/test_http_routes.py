@@ -272,3 +272,37 @@ def test_request_hooks_see_every_hot_path_request(
         ("v1_predict", "toy", 400, "invalid_input"),
         ("v2_infer", "", 404, "model_not_found"),
     ]
+
+
+def test_hot_reload_serves_a_new_version_and_refuses_a_corrupt_one(
+    bundle_repository: Path, service_factory: ServiceFactory
+) -> None:
+    import time
+
+    service = service_factory(bundle_repository, poll_interval_s=0.1)
+    path = "/v1/models/toy/predict"
+    before = service.post(path, json={"instances": [ROW]}).json()
+    assert before["version"] == 1
+
+    def served_version() -> int:
+        return int(service.post(path, json={"instances": [ROW]}).json()["version"])
+
+    write_test_bundle(bundle_repository, "toy", seed=5)
+    deadline = time.monotonic() + 20
+    while served_version() != 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert served_version() == 2
+
+    # Corrupt it before it appears (the poller must never see it intact), then move it in.
+    staging = write_test_bundle(bundle_repository.parent / "staging", "toy", seed=6)
+    (staging / "model.onnx").write_bytes(b"garbage")
+    staging.rename(bundle_repository / "toy" / "3")
+    deadline = time.monotonic() + 20
+    reason = ""
+    while not reason and time.monotonic() < deadline:
+        index = service.post("/v2/repository/index", headers=AUTH).json()
+        reason = next((r["reason"] for r in index if r.get("version") == "3"), "")
+        time.sleep(0.05)
+    assert reason, "the corrupt version 3 was never reported"
+    assert served_version() == 2  # the version that was serving keeps serving
+    assert service.get("/readyz").status_code == 200
