@@ -35,6 +35,8 @@ NUMERIC_EXPECTED = "a finite number or null"
 CATEGORICAL_EXPECTED = "a string, an integer or null"
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_NUMERIC_TYPES = frozenset({float, int, type(None)})
+_STR_ONLY = frozenset({str})
 
 
 def describe(value: Any) -> str:
@@ -71,12 +73,13 @@ def bad_value(instance: int, feature: str, expected: str, value: Any, what: str)
 
 def numeric_column(values: list[Any], feature: str, what: str = "instance") -> NDArray[np.float32]:
     """JSON values of one numeric feature -> float32 [N, 1]; ``None`` becomes NaN."""
-    for i, v in enumerate(values):
-        t = type(v)
-        # bool is a subclass of int but `type(True) is int` is False, so booleans fall through.
-        if t is float or t is int or v is None:
-            continue
-        raise bad_value(i, feature, NUMERIC_EXPECTED, v, what)
+    # The set of value types, built in C, answers the common case without a Python loop; only
+    # a column holding something else is walked to find (and name) the first bad value.
+    # bool is a subclass of int but not `int` itself, so booleans are not in the allowed set.
+    if not _NUMERIC_TYPES.issuperset(map(type, values)):
+        for i, v in enumerate(values):
+            if type(v) not in _NUMERIC_TYPES:
+                raise bad_value(i, feature, NUMERIC_EXPECTED, v, what)
     try:
         wide = np.array(values, dtype=np.float64)
     except OverflowError:  # an integer too large even for float64
@@ -112,6 +115,10 @@ def categorical_column(
     values: list[Any], feature: str, what: str = "instance"
 ) -> NDArray[np.object_]:
     """JSON values of one categorical feature -> object [N, 1] of str; ``None`` becomes ""."""
+    column = np.empty((len(values), 1), dtype=object)
+    if _STR_ONLY.issuperset(map(type, values)):  # the common case: strings only, no loop
+        column[:, 0] = values
+        return column
     out: list[Any] | None = None
     for i, v in enumerate(values):
         t = type(v)
@@ -126,7 +133,6 @@ def categorical_column(
         if out is None:
             out = list(values)  # copy only when a value must change
         out[i] = text
-    column = np.empty((len(values), 1), dtype=object)
     column[:, 0] = values if out is None else out
     return column
 
