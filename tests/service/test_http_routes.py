@@ -306,3 +306,33 @@ def test_hot_reload_serves_a_new_version_and_refuses_a_corrupt_one(
     assert reason, "the corrupt version 3 was never reported"
     assert served_version() == 2  # the version that was serving keeps serving
     assert service.get("/readyz").status_code == 200
+
+
+def test_a_crash_in_a_fastapi_route_is_a_json_500(
+    service: InProcessService, caplog: pytest.LogCaptureFixture
+) -> None:
+    import httpx
+
+    dataplane = service.app.state.dataplane
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("simulated metadata bug")
+
+    async def get(url: str) -> httpx.Response:
+        # Starlette re-raises after answering (so servers log it); the client must still see
+        # the JSON answer, as it does over a real socket.
+        transport = httpx.ASGITransport(app=service.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.get(url, headers={"x-request-id": "crash-1"})
+
+    real = dataplane.model_info
+    dataplane.model_info = broken  # type: ignore[method-assign]
+    try:
+        response = service.run(get("/v1/models/toy"))
+    finally:
+        dataplane.model_info = real  # type: ignore[method-assign]
+    assert response.status_code == 500
+    assert response.json()["request_id"] == "crash-1"
+    assert "simulated" not in response.text
+    assert any("simulated metadata bug" in str(r.exc_info) for r in caplog.records if r.exc_info)
+    assert service.get("/v1/models/toy").status_code == 200
