@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import MethodNotAllowed, NotFound, ProbserveError
+from service.errors import InvalidInput, MethodNotAllowed, NotFound, ProbserveError
 from service.http.ids import request_id_from_headers
 
 logger = logging.getLogger("probserve.http")
@@ -78,8 +78,6 @@ def install_error_handlers(app: FastAPI) -> None:
         where = ".".join(str(p) for p in first.get("loc", ()))
         message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
         # 400 like the codecs, not FastAPI's 422: one status for bad input, whichever path.
-        from service.errors import InvalidInput
-
         return _response(InvalidInput(message, field=where), request)
 
     async def on_http(request: Request, exc: Exception) -> Response:
