@@ -7,8 +7,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from service.bench.workload import sample_rows
 from service.bundle import MODEL_FILE, graph_columns, read_manifest
+from service.codecs.examples import example_rows
 
 
 def ceiling_rows_per_s(bundle: Path, batch: int, seconds: float = 1.0) -> float:
@@ -19,7 +19,7 @@ def ceiling_rows_per_s(bundle: Path, batch: int, seconds: float = 1.0) -> float:
     session = ort.InferenceSession(
         str(bundle / MODEL_FILE), options, providers=["CPUExecutionProvider"]
     )
-    rows = sample_rows(manifest, batch)
+    rows = example_rows(manifest, batch)
     columns = graph_columns(manifest.features, {f: [r[f] for r in rows] for f in rows[0]})
     for _ in range(20):
         session.run(None, columns)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.bundle import CategoricalFeature, Manifest
+from service.bundle import Manifest
+from service.codecs.examples import infer_example, predict_example
 
 _VALUE = {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "integer"}, {"type": "null"}]}
 
@@ -137,32 +138,6 @@ def responses(schema: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
         404: {"description": "Unknown model or version", **error},
         413: {"description": "Body over the size limit", **error},
     }
-
-
-def _sample_row(manifest: Manifest) -> dict[str, Any]:
-    return {name: values[0] for name, values in manifest.sample.inputs.items()}
-
-
-def predict_example(manifest: Manifest) -> dict[str, Any]:
-    """A native request for this model (its first verification row)."""
-    return {"instances": [_sample_row(manifest)], "confidence_level": 0.9}
-
-
-def infer_example(manifest: Manifest) -> dict[str, Any]:
-    """A V2 request for this model (the same row, one tensor per feature)."""
-    row = _sample_row(manifest)
-    inputs = []
-    for feature in manifest.features:
-        categorical = isinstance(feature, CategoricalFeature)
-        inputs.append(
-            {
-                "name": feature.name,
-                "shape": [1],
-                "datatype": "BYTES" if categorical else "FP32",
-                "data": [row[feature.name]],
-            }
-        )
-    return {"id": "example-1", "inputs": inputs, "parameters": {"confidence_level": 0.9}}
 
 
 def add_examples(schema: dict[str, Any], name: str, version: int, manifest: Manifest) -> None:

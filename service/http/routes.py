@@ -18,6 +18,7 @@ from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 
+from service.codecs.examples import predict_example
 from service.codecs.v2 import model_metadata
 from service.dataplane import DataPlane, ModelSummary
 from service.http import docs
@@ -129,7 +130,11 @@ def _v1_routes(state: ServiceState) -> APIRouter:
 
     @router.get("/models/{name}", summary="One model: versions, features, classes, metrics")
     async def get_model(name: str) -> Response:
-        return json_response(state.dataplane.model_info(name))
+        dataplane = state.dataplane
+        info = dataplane.model_info(name)
+        manifest = dataplane.resolve(name, info.version).manifest
+        # A request body that works against this model: copy it, change the values, send it.
+        return json_response({**asdict(info), "example": predict_example(manifest)})
 
     async def predict(request: Request, name: str, version: str | None) -> Response:
         body = await _body(request, state, v2=False)

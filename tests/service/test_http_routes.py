@@ -74,6 +74,14 @@ def test_v1_metadata(service: InProcessService) -> None:
     assert missing.json()["type"] == "model_not_found"
 
 
+def test_v1_metadata_example_is_a_request_that_succeeds(service: InProcessService) -> None:
+    example = service.get("/v1/models/toy").json()["example"]
+    assert set(example["instances"][0]) == {"x1", "x2", "colour"}
+    response = service.post("/v1/models/toy/predict", json=example)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == len(example["instances"])
+
+
 def test_v2_metadata(service: InProcessService) -> None:
     server = service.get("/v2").json()
     assert server["name"] == "probserve"
