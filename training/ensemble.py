@@ -37,10 +37,10 @@ class EnsembleConfig:
     """Architecture and optimisation settings of the ensemble."""
 
     members: int = 8
-    hidden: tuple[int, ...] = (64, 64)
+    hidden: tuple[int, ...] = (128, 128)
     epochs: int = 200
-    batch_size: int = 256
-    learning_rate: float = 1e-3
+    batch_size: int = 128
+    learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     optimizer: Optimizer = "adam"
     #: Epochs without validation improvement before a member stops; 0 disables early stopping.

@@ -53,10 +53,10 @@ class TrainConfig(BaseModel):
     name: str | None = None
     model_repository: Path = Path("models")
     members: int = Field(default=8, ge=2)
-    hidden: tuple[int, ...] = (64, 64)
+    hidden: tuple[int, ...] = (128, 128)
     epochs: int = Field(default=200, ge=1)
-    batch_size: int = Field(default=256, ge=1)
-    learning_rate: float = Field(default=1e-3, gt=0)
+    batch_size: int = Field(default=128, ge=1)
+    learning_rate: float = Field(default=3e-3, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
     optimizer: Literal["adam", "sgd"] = "adam"
     patience: int = Field(default=20, ge=0)
