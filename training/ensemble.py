@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -148,8 +149,13 @@ def fit_ensemble(
     for ``patience`` epochs stops updating, its best weights are kept, and training ends when
     every member has stopped (or after ``epochs``).
     """
-    torch.use_deterministic_algorithms(True)
     device = resolve_device(config.device)
+    if device.type == "cuda":
+        # cuBLAS needs a fixed workspace for deterministic batched matmuls; it is read when the
+        # first cuBLAS handle is created, so set it before any CUDA work.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # Same seed -> same weights -> same ONNX bytes.
+    torch.use_deterministic_algorithms(True)
     ids = list(range(config.members)) if members is None else list(members)
     k = len(ids)
     sizes = [x_train.shape[1], *config.hidden, classes]

@@ -8,6 +8,7 @@ parity check after export proves the two agree.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +17,11 @@ from numpy.typing import NDArray
 
 from service.bundle import CategoricalFeature, Feature, NumericFeature, graph_columns
 from service.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+#: Above this many categories a column is probably an identifier or a number read as text.
+MANY_CATEGORIES = 200
 
 
 def fit_features(
@@ -42,6 +48,14 @@ def fit_features(
                 raise UsageError(
                     f"categorical column '{name}' has no values in the training split: "
                     "drop the column or supply data for it"
+                )
+            if len(seen) > MANY_CATEGORIES:
+                log.warning(
+                    "categorical column %r has %d distinct values: each becomes an input column; "
+                    "pass --numeric %s if it is a number, or drop an identifier column",
+                    name,
+                    len(seen),
+                    name,
                 )
             features.append(CategoricalFeature(name=name, categories=seen))
         else:

@@ -57,9 +57,9 @@ def breast_cancer_bundle(tmp_path_factory: pytest.TempPathFactory) -> TrainResul
 
 @pytest.fixture(scope="session")
 def digits_bundle(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    """digits with the default architecture, fewer epochs."""
+    """digits with the default settings."""
     repo = tmp_path_factory.mktemp("digits_repo")
-    return train(TrainConfig(data="digits", model_repository=repo, epochs=60, progress=False))
+    return train(TrainConfig(data="digits", model_repository=repo, progress=False))
 
 
 @pytest.fixture(scope="session")

@@ -146,11 +146,12 @@ def test_csv_with_missing_values_and_categories_end_to_end(
     repo = tmp_path / "models"
     out = probserve(
         "train", "--data", str(mixed_csv), "--target", "outcome", "--model-repository", str(repo),
-        "--members", "3", "--epochs", "15", "--hidden", "16", "--no-progress",
+        "--members", "3", "--epochs", "15", "--hidden", "16", "--progress",
     )  # fmt: skip
     assert out.code == 0, out.err
     bundle = repo / "mixed-data" / "1"
     assert f"bundle: {bundle}" in out.out and "accuracy=" in out.out
+    assert "training 3 members" in out.err and "val_loss=" in out.err  # the progress bar
     manifest = read_manifest(bundle)
     kinds = {f.name: f for f in manifest.features}
     assert isinstance(kinds["x1"], NumericFeature)
