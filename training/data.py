@@ -321,8 +321,15 @@ def _as_numeric(series: pd.Series, name: str) -> pd.Series:
 
 def _as_categorical(series: pd.Series) -> pd.Series:
     # Strings throughout; None (not NaN) marks a missing value so the graph input is unambiguous.
-    values = [None if _is_missing(v) else str(v) for v in series.tolist()]
+    values = [None if _is_missing(v) else _category_text(v) for v in series.tolist()]
     return pd.Series(values, index=series.index, dtype=object)
+
+
+def _category_text(value: object) -> str:
+    # An integer code column with gaps is read as float (2.0); its categories are "2", as written.
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _is_missing(value: object) -> bool:

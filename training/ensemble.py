@@ -145,9 +145,11 @@ def fit_ensemble(
 ) -> TrainedEnsemble:
     """Train the members (all of them, or the listed member numbers) together.
 
-    Early stopping is per member on the validation loss: a member whose loss has not improved
-    for ``patience`` epochs stops updating, its best weights are kept, and training ends when
-    every member has stopped (or after ``epochs``).
+    Early stopping is per member on the validation loss: once a member's loss has not improved
+    for ``patience`` epochs its loss is masked out of the sum (no more gradient), its best
+    weights are the ones returned, and training ends when every member has stopped (or after
+    ``epochs``). All randomness comes from per-member ``torch.Generator`` objects seeded from
+    ``config.seed``, never from the global RNG, so the same seed gives the same weights.
     """
     device = resolve_device(config.device)
     if device.type == "cuda":
