@@ -27,8 +27,9 @@ from training.preprocess import encode_features, graph_inputs
 log = logging.getLogger(__name__)
 
 PARITY_TOLERANCE = 1e-5
-#: A value no training category can equal, to exercise the unknown bucket.
-UNSEEN_CATEGORY = "\x00unseen-category\x00"
+#: A category value outside the training categories, to exercise the unknown bucket. Printable,
+#: because some of these rows are stored in the manifest and may travel through JSON and SQL.
+UNSEEN_CATEGORY = "<unseen>"
 
 
 class ParityError(RuntimeError):
@@ -87,7 +88,10 @@ def random_rows(features: Sequence[Feature], rows: int, seed: int) -> pd.DataFra
             columns[f.name] = values.tolist()
         else:
             assert isinstance(f, CategoricalFeature)
-            pool: list[str | None] = [*f.categories, UNSEEN_CATEGORY, None]
+            unseen = UNSEEN_CATEGORY
+            while unseen in f.categories:
+                unseen += "*"
+            pool: list[str | None] = [*f.categories, unseen, None]
             columns[f.name] = [pool[i] for i in rng.integers(0, len(pool), rows)]
     return pd.DataFrame(columns)
 

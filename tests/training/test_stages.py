@@ -46,6 +46,16 @@ def test_csv_column_kinds_are_inferred_and_overridable(tmp_path: Path) -> None:
     assert ds2.frame["age"].tolist()[:4] == ["30", "40", None, "50"]
 
 
+def test_parquet_files_load_like_csv(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    pd.DataFrame(
+        {"a": [1.5, None, 2.0] * 10, "c": ["u", "v", None] * 10, "y": [True, False, True] * 10}
+    ).to_parquet(path)
+    ds = load_dataset(str(path), target="y")
+    assert (ds.numeric, ds.categorical, ds.classes) == (["a"], ["c"], ["False", "True"])
+    assert ds.name == "t" and len(ds.labels) == 30
+
+
 def test_integer_labels_read_as_float_stay_integers(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     pd.DataFrame({"a": range(12), "y": [1, 2, None, 10] * 3}).to_csv(path, index=False)
