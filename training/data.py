@@ -316,7 +316,14 @@ def _as_numeric(series: pd.Series, name: str) -> pd.Series:
             f"column '{name}' is numeric but holds text such as {example!r} "
             f"({int(bad.sum())} rows): fix the values or pass --categorical {name}"
         )
-    return converted.astype(np.float64)
+    values = converted.astype(np.float64)
+    infinite = np.isinf(values.to_numpy())
+    if infinite.any():
+        raise UsageError(
+            f"column '{name}' holds {int(infinite.sum())} infinite values: replace them with a "
+            "number or leave the cell empty (missing values are imputed)"
+        )
+    return values
 
 
 def _as_categorical(series: pd.Series) -> pd.Series:

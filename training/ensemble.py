@@ -151,13 +151,31 @@ def fit_ensemble(
     ``epochs``). All randomness comes from per-member ``torch.Generator`` objects seeded from
     ``config.seed``, never from the global RNG, so the same seed gives the same weights.
     """
+    # Same seed -> same weights -> same ONNX bytes; the process-wide switch is put back after,
+    # so code that shares the process (tests, a notebook) keeps its own setting.
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _fit_ensemble(x_train, y_train, x_val, y_val, classes, config, members=members)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _fit_ensemble(
+    x_train: NDArray[np.float32],
+    y_train: NDArray[np.int64],
+    x_val: NDArray[np.float32],
+    y_val: NDArray[np.int64],
+    classes: int,
+    config: EnsembleConfig,
+    *,
+    members: Sequence[int] | None = None,
+) -> TrainedEnsemble:
     device = resolve_device(config.device)
     if device.type == "cuda":
         # cuBLAS needs a fixed workspace for deterministic batched matmuls; it is read when the
         # first cuBLAS handle is created, so set it before any CUDA work.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    # Same seed -> same weights -> same ONNX bytes.
-    torch.use_deterministic_algorithms(True)
     ids = list(range(config.members)) if members is None else list(members)
     k = len(ids)
     sizes = [x_train.shape[1], *config.hidden, classes]
