@@ -119,6 +119,17 @@ def test_text_in_a_column_declared_numeric(tmp_path: Path, probserve: Probserve)
     assert empty_repository(repo)
 
 
+def test_infinite_numeric_values(tmp_path: Path, probserve: Probserve) -> None:
+    data = tmp_path / "inf.csv"
+    table = _small_table()
+    table.loc[3, "a"] = np.inf
+    table.to_csv(data, index=False)
+    repo = tmp_path / "models"
+    out = _train(probserve, repo, "--data", str(data), "--target", "y")
+    _assert_usage_error(out, "column 'a' holds 1 infinite values")
+    assert empty_repository(repo)
+
+
 def test_too_few_rows_for_the_splits(tmp_path: Path, probserve: Probserve) -> None:
     data = tmp_path / "few.csv"
     _small_table(rows=16).to_csv(data, index=False)
