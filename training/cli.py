@@ -3,11 +3,8 @@
 Every flag also reads ``PROBSERVE_<FLAG>`` (``--model-repository`` <- PROBSERVE_MODEL_REPOSITORY).
 Input problems raise :class:`service.errors.UsageError`; the root CLI prints them on one line and
 exits with code 2.
-
-The root CLI mounts a ``typer.Typer`` entry point as a command *group*, which would make this
-``probserve train train``; so the entry point ``training.cli:app`` is the plain command function
-(the root registers a function as a single command). :data:`typer_app` wraps the same function
-as a Typer application for embedding.
+The entry point ``training.cli:app`` is the plain command function: the root CLI registers
+each ``probserve.commands`` entry point as one command.
 """
 
 from __future__ import annotations
@@ -198,9 +195,6 @@ def train_command(
 app = train_command
 
 #: The same command as a standalone Typer application.
-typer_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-typer_app.command(name="train")(train_command)
-
 if __name__ == "__main__":
     import sys
 
