@@ -111,6 +111,15 @@ def train_command(
             min=0, help="early-stopping patience in epochs (0: off)", envvar=_env("patience")
         ),
     ] = _DEFAULTS.patience,
+    min_improvement: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="relative validation-loss drop that resets the patience counter",
+            envvar=_env("min_improvement"),
+        ),
+    ] = _DEFAULTS.min_improvement,
     validation_size: Annotated[
         float, typer.Option(help="share of rows for validation", envvar=_env("validation-size"))
     ] = (_DEFAULTS.validation_size),
@@ -173,6 +182,7 @@ def train_command(
             optimizer=optimizer.value,
             batch_size=batch_size,
             patience=patience,
+            min_improvement=min_improvement,
             validation_size=validation_size,
             calibration_size=calibration_size,
             test_size=test_size,

@@ -46,6 +46,10 @@ class EnsembleConfig:
     optimizer: Optimizer = "adam"
     #: Epochs without validation improvement before a member stops; 0 disables early stopping.
     patience: int = 20
+    #: Relative drop in validation loss that counts as improvement for ``patience``. Without it
+    #: an overfitting member creeps down by 1e-5 an epoch forever, its logits grow without
+    #: bound, and float32 rounding in the exported graph starts to show (ONNX parity).
+    min_improvement: float = 1e-3
     seed: int = 0
     device: Device = "auto"
     #: Show a tqdm bar (None: only when stderr is a terminal).
@@ -245,13 +249,14 @@ def _fit_ensemble(
         history.train.append(float(total) / max(steps, 1))
         history.validation.append(val.tolist())
         improved = (val < best_loss) & active
+        significant = (val < best_loss * (1.0 - config.min_improvement)) & active
         for i in torch.nonzero(improved).flatten().tolist():
             best_loss[i] = val[i]
             history.best_epoch[i] = epoch
             for (bw, bb), w, b in zip(best, model.weights, model.biases, strict=True):
                 bw[i] = w.detach()[i]
                 bb[i] = b.detach()[i]
-        waited = torch.where(improved, torch.zeros_like(waited), waited + 1)
+        waited = torch.where(significant, torch.zeros_like(waited), waited + 1)
         if config.patience > 0:
             active &= waited < config.patience
         _report(bar, epoch, config.epochs, history, int(active.sum()))

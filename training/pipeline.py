@@ -60,6 +60,7 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(default=1e-4, ge=0)
     optimizer: Literal["adam", "sgd"] = "adam"
     patience: int = Field(default=20, ge=0)
+    min_improvement: float = Field(default=1e-3, ge=0, le=1)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     validation_size: float = 0.15
@@ -82,6 +83,7 @@ class TrainConfig(BaseModel):
             weight_decay=self.weight_decay,
             optimizer=self.optimizer,
             patience=self.patience,
+            min_improvement=self.min_improvement,
             seed=self.seed,
             device=self.device,
             progress=self.progress,
@@ -207,6 +209,7 @@ def train(config: TrainConfig) -> TrainResult:
         "weight_decay": config.weight_decay,
         "optimizer": config.optimizer,
         "patience": config.patience,
+        "min_improvement": config.min_improvement,
         "seed": config.seed,
         "device": str(device),
         "validation_size": config.validation_size,

@@ -192,6 +192,7 @@ def test_each_member_keeps_its_best_epoch() -> None:
         device="cpu",
         patience=3,
         learning_rate=0.05,
+        min_improvement=0.0,
         progress=False,
     )
     trained = fit_ensemble(x, y, xv, yv, 2, config)
@@ -202,3 +203,19 @@ def test_each_member_keeps_its_best_epoch() -> None:
     assert len(val) == max(trained.history.best_epoch) + 1 + 3 < 30
     same = replace(config, patience=0, epochs=3)
     assert len(fit_ensemble(x, y, xv, yv, 2, same).history.train) == 3
+
+
+def test_improvements_below_min_improvement_do_not_extend_training() -> None:
+    x, y, xv, yv = _tiny_problem()
+    config = EnsembleConfig(
+        members=2, hidden=(8,), epochs=30, batch_size=64, device="cpu", patience=4, progress=False
+    )
+    # No drop can reach 100%: every member runs out of patience after exactly 4 epochs...
+    strict = fit_ensemble(x, y, xv, yv, 2, replace(config, min_improvement=1.0))
+    assert len(strict.history.train) == 4
+    # ...while its best epoch is still tracked on any improvement at all.
+    val = np.array(strict.history.validation)
+    for k, best in enumerate(strict.history.best_epoch):
+        assert val[best, k] == pytest.approx(val[:, k].min())
+    lenient = fit_ensemble(x, y, xv, yv, 2, replace(config, min_improvement=0.0))
+    assert len(lenient.history.train) > 4
