@@ -66,6 +66,9 @@ def test_native_confidence_level(manifest: Manifest) -> None:
         ({"instances": [{**ROW, "x2": True}]}, {"instance": 0, "feature": "x2"}),
         ({"instances": [{**ROW, "x2": [1]}]}, {"instance": 0, "feature": "x2"}),
         ({"instances": [ROW, ROW, {**ROW, "x1": 1e39}]}, {"instance": 2, "feature": "x1"}),
+        # The second numeric feature of a later row: the row/feature mapping of the 2-D path.
+        ({"instances": [ROW, {**ROW, "x2": "3"}]}, {"instance": 1, "feature": "x2"}),
+        ({"instances": [ROW, ROW, {**ROW, "x2": -1e39}]}, {"instance": 2, "feature": "x2"}),
         ({"instances": [{**ROW, "x1": 10**400}]}, {"instance": 0, "feature": "x1"}),
         ({"instances": [{**ROW, "colour": 1.0}]}, {"instance": 0, "feature": "colour"}),
         ({"instances": [{**ROW, "colour": False}]}, {"instance": 0, "feature": "colour"}),
