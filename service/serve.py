@@ -71,9 +71,6 @@ def serve(
     access_log: Annotated[
         bool | None, _opt("Log every request (off by default: it costs throughput).", "ACCESS_LOG")
     ] = None,
-    prediction_log: Annotated[
-        str | None, _opt("Prediction log database URL.", "PREDICTION_LOG")
-    ] = None,
 ) -> None:
     """Serve the models of a repository over HTTP (native v1 and KServe V2)."""
     given = {k: v for k, v in locals().items() if v is not None}

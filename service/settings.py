@@ -111,10 +111,6 @@ class Settings(BaseSettings):
         default="plain", description="'plain' text or 'json' (one JSON object per line)."
     )
     access_log: bool = Field(default=False, description="Log every request (costs throughput).")
-    prediction_log: str = Field(
-        default="sqlite:///./predictions.sqlite",
-        description="Prediction log database URL (SQLite or PostgreSQL).",
-    )
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

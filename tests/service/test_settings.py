@@ -40,7 +40,6 @@ def test_documented_defaults() -> None:
     assert s.version_policy == "latest:1" and s.latest_versions == 1
     assert s.poll_interval_s == 0
     assert (s.log_level, s.log_format, s.access_log) == ("info", "plain", False)
-    assert s.prediction_log == "sqlite:///./predictions.sqlite"
     assert s.provider_list is None
 
 
