@@ -9,7 +9,7 @@ DEMO_MODEL ?= breast_cancer
 
 export DO_NOT_TRACK := 1
 
-.PHONY: run test install lint typecheck bench bench-train clean
+.PHONY: run test install demo-model lint bench bench-train clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-run: install
-	@if [ -z "$$(ls -A $(MODELS)/$(DEMO_MODEL) 2>/dev/null)" ]; then \
+# Train the demo model only when the repository has no model at all.
+demo-model: install
+	@if [ -z "$$(ls -A $(MODELS) 2>/dev/null)" ]; then \
 		echo "No model in $(MODELS): training the demo model ($(DEMO_DATA))..."; \
 		$(BIN)/probserve train --data $(DEMO_DATA) --name $(DEMO_MODEL) --model-repository $(MODELS); \
 	fi
+
+run: demo-model
 	$(BIN)/probserve serve --model-repository $(MODELS)
 
 test: install
@@ -37,8 +40,8 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: install
-	$(BIN)/probserve bench
+bench: demo-model
+	$(BIN)/probserve bench --model-repository $(MODELS)
 
 bench-train: install
 	$(BIN)/python -m training.bench

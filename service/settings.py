@@ -100,8 +100,10 @@ class Settings(BaseSettings):
         default="latest:1",
         description="Which versions of each model to serve: 'latest:N' or 'all'.",
     )
+    # On by default: retraining while `make run` serves should just work. A scan lists a few
+    # directories; loading happens only when a new version appears.
     poll_interval_s: float = Field(
-        default=0.0,
+        default=10.0,
         ge=0.0,
         le=86400.0,
         description="Seconds between repository scans for new versions (0: no hot reload).",

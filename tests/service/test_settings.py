@@ -38,7 +38,7 @@ def test_documented_defaults() -> None:
     assert s.max_request_bytes == 8 * 1024 * 1024
     assert s.admin_token is None and s.admin_token_value() is None
     assert s.version_policy == "latest:1" and s.latest_versions == 1
-    assert s.poll_interval_s == 0
+    assert s.poll_interval_s == 10
     assert (s.log_level, s.log_format, s.access_log) == ("info", "plain", False)
     assert s.provider_list is None
 
