@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import chain
 from typing import Any
 
@@ -73,44 +73,54 @@ def bad_value(instance: int, feature: str, expected: str, value: Any, what: str)
     )
 
 
-def numeric_column(values: list[Any], feature: str, what: str = "instance") -> NDArray[np.float32]:
-    """JSON values of one numeric feature -> float32 [N, 1]; ``None`` becomes NaN."""
-    column: NDArray[np.float32] = numeric_rows([[v] for v in values], [feature], what)[0]
-    return column.reshape(-1, 1)
-
-
 def numeric_rows(
     rows: Sequence[Sequence[Any]], features: list[str], what: str = "instance"
 ) -> NDArray[np.float32]:
-    """Row-major JSON values of several numeric features -> float32 [F, N] (one row a feature).
+    """Row-major JSON values ([N][F]) of numeric features -> float32 [F, N], NaN for ``None``.
 
     One numpy conversion for every numeric feature of a request: per-feature numpy calls cost
-    more than the model itself on a 30-feature batch-1 request. Each returned row is contiguous,
-    so ``out[j][:, None]`` is a ready graph input.
+    more than the model itself on a wide batch-1 request. Each returned row is contiguous, so
+    ``out[j][:, None]`` is a ready graph input.
     """
-    # The set of value types, built in C, answers the common case without a Python loop; only
-    # a request holding something else is walked to find (and name) the first bad value.
-    # bool is a subclass of int but not `int` itself, so booleans are not in the allowed set.
-    if not _NUMERIC_TYPES.issuperset(map(type, chain.from_iterable(rows))):
-        for i, row in enumerate(rows):
-            for feature, v in zip(features, row, strict=True):
-                if type(v) not in _NUMERIC_TYPES:
-                    raise bad_value(i, feature, NUMERIC_EXPECTED, v, what)
-    try:
-        wide = np.array(rows, dtype=np.float64).reshape(len(rows), len(features))
-    except OverflowError:  # an integer too large even for float64
-        for i, row in enumerate(rows):
-            for feature, v in zip(features, row, strict=True):
-                if type(v) is int and abs(v) > _FLOAT32_MAX:
-                    raise bad_value(i, feature, NUMERIC_EXPECTED, v, what) from None
-        raise
+    wide = _float64_table(rows, lambda i, j: (i, features[j]), what)
     return np.ascontiguousarray(_finite_float32(wide, features, what).T)
+
+
+def numeric_columns(
+    columns: Sequence[Sequence[Any]], features: list[str], what: str = "element"
+) -> NDArray[np.float32]:
+    """Feature-major JSON values ([F][N], one list per tensor) -> float32 [F, N]."""
+    wide = _float64_table(columns, lambda j, i: (i, features[j]), what)
+    # astype keeps the transposed view's layout, so the final .T is C-contiguous again.
+    return _finite_float32(wide.T, features, what).T
 
 
 def numeric_tensor(raw: NDArray[Any], feature: str, what: str = "element") -> NDArray[np.float32]:
     """A typed numeric tensor (FP32/FP64/INT...) -> float32 [N, 1]; NaN stays missing."""
     wide = raw.reshape(-1, 1).astype(np.float64, copy=False)
     return _finite_float32(wide, [feature], what)
+
+
+def _float64_table(
+    table: Sequence[Sequence[Any]], locate: Callable[[int, int], tuple[int, str]], what: str
+) -> NDArray[np.float64]:
+    """A 2-D list of JSON numbers/nulls -> float64; ``locate(outer, inner)`` names a bad cell."""
+    # The set of value types, built in C, answers the common case without a Python loop; only
+    # a table holding something else is walked to find (and name) the first bad value.
+    # bool is a subclass of int but not `int` itself, so booleans are not in the allowed set.
+    if not _NUMERIC_TYPES.issuperset(map(type, chain.from_iterable(table))):
+        for a, line in enumerate(table):
+            for b, v in enumerate(line):
+                if type(v) not in _NUMERIC_TYPES:
+                    raise bad_value(*locate(a, b), NUMERIC_EXPECTED, v, what)
+    try:
+        return np.array(table, dtype=np.float64).reshape(len(table), -1)
+    except OverflowError:  # an integer too large even for float64
+        for a, line in enumerate(table):
+            for b, v in enumerate(line):
+                if type(v) is int and abs(v) > _FLOAT32_MAX:
+                    raise bad_value(*locate(a, b), NUMERIC_EXPECTED, v, what) from None
+        raise
 
 
 def _finite_float32(

@@ -31,7 +31,7 @@ from service.codecs.columns import (
     confidence_level,
     describe,
     load_json,
-    numeric_column,
+    numeric_columns,
     numeric_tensor,
 )
 from service.dataplane import FeatureBatch, ModelHandle, PredictionResult
@@ -130,6 +130,7 @@ def _decode_inputs(
         )
     features = {f.name: f for f in manifest.features}
     decoded: dict[str, NDArray[np.generic]] = {}
+    json_numeric: dict[str, list[Any]] = {}
     rows: int | None = None
     offset = 0
     for tensor in inputs:
@@ -143,7 +144,7 @@ def _decode_inputs(
                 feature=name,
                 expected=f"the inputs {manifest.feature_names}",
             )
-        if name in decoded:
+        if name in decoded or name in json_numeric:
             raise InvalidInput(f"input {name!r} appears twice", feature=name)
         n = _rows_from_shape(tensor.get("shape"), name, max_rows)
         if rows is None:
@@ -182,11 +183,15 @@ def _decode_inputs(
                     feature=name,
                     expected=f"{n} elements",
                 )
-            decoded[name] = (
-                categorical_column(data, name, "element")
-                if categorical
-                else numeric_column(data, name, "element")
-            )
+            if categorical:
+                decoded[name] = categorical_column(data, name, "element")
+            else:  # converted together below, in one numpy pass
+                json_numeric[name] = data
+    if json_numeric:
+        names = list(json_numeric)
+        table = numeric_columns(list(json_numeric.values()), names)
+        for j, name in enumerate(names):
+            decoded[name] = table[j][:, None]
     if offset != len(binary):
         raise InvalidInput(
             f"the binary section has {len(binary) - offset} bytes no input claims",

@@ -194,6 +194,21 @@ def test_v2_bad_input(manifest: Manifest, payload: dict[str, Any], feature: str 
         assert repr(feature) in info.value.message
 
 
+@pytest.mark.parametrize(("value", "expected"), [("a", "null"), (1e39, "float32")])
+def test_v2_json_bad_element_names_element_and_feature(
+    manifest: Manifest, value: Any, expected: str
+) -> None:
+    # x1 is the second numeric tensor the client sends: the one-pass conversion of every JSON
+    # tensor must still point at the right tensor and element.
+    with pytest.raises(InvalidInput) as info:
+        _v2(manifest, {"inputs": _with(1, data=[0.5, value])})
+    body = info.value.to_dict()
+    assert body["feature"] == "x1"
+    assert body["instance"] == 1
+    assert "element 1" in body["error"]
+    assert expected in body["expected"]
+
+
 def test_v2_binary_infinity_names_element(manifest: Manifest) -> None:
     x1 = np.array([1.0, np.inf], dtype=np.float32).tobytes()
     inputs = _with(1, data=None, parameters={"binary_data_size": 8})
