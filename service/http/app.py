@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service.batching import BatchObserver
 from service.dataplane import PredictionObserver
 from service.http.hooks import RequestHooks
 from service.http.lean import LeanApp
@@ -25,12 +26,18 @@ def create_app(
     *,
     hooks: RequestHooks | None = None,
     observers: Sequence[PredictionObserver] = (),
+    batch_observers: Sequence[BatchObserver] = (),
 ) -> LeanApp:
-    """Build the service. Without ``settings``, read them from ``PROBSERVE_*`` (uvicorn factory)."""
+    """Build the service. Without ``settings``, read them from ``PROBSERVE_*`` (uvicorn factory).
+
+    The three hook points for metrics and the prediction log: ``hooks`` sees every hot-path
+    request, ``observers`` every successful prediction, ``batch_observers`` every ONNX call.
+    """
     state = ServiceState(
         settings=settings if settings is not None else Settings(),
         hooks=hooks if hooks is not None else RequestHooks(),
         observers=observers,
+        batch_observers=batch_observers,
     )
 
     @asynccontextmanager

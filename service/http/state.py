@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from service.batching import BatchObserver
 from service.dataplane import DataPlane, PredictionObserver
 from service.errors import Forbidden, ModelNotReady, Unauthorized
 from service.http.hooks import RequestHooks
@@ -27,6 +28,7 @@ class ServiceState:
     settings: Settings
     hooks: RequestHooks = field(default_factory=RequestHooks)
     observers: Sequence[PredictionObserver] = ()
+    batch_observers: Sequence[BatchObserver] = ()
     dataplane_: DataPlane | None = None
 
     @property
@@ -51,6 +53,7 @@ class ServiceState:
             max_batch_size=s.max_batch_size,
             max_queue_delay_us=s.max_queue_delay_us,
             poll_interval_s=s.poll_interval_s,
+            batch_observers=self.batch_observers,
         )
         dataplane = DataPlane(registry, list(self.observers))
         await dataplane.start()

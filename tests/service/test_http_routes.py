@@ -282,6 +282,37 @@ def test_request_hooks_see_every_hot_path_request(
     ]
 
 
+def test_prediction_and_batch_observers_see_what_was_served(bundle_repository: Path) -> None:
+    from service.batching import BatchStats
+    from service.dataplane import FeatureBatch, PredictionResult
+    from service.http import create_app
+    from service.settings import Settings
+    from tests.service.conftest import HTTP_TEST_SETTINGS
+
+    predictions: list[tuple[str, str, int]] = []
+    batches: list[BatchStats] = []
+
+    class Predictions:
+        def on_prediction(
+            self, batch: FeatureBatch, result: PredictionResult, request_id: str, endpoint: str
+        ) -> None:
+            predictions.append((endpoint, request_id, batch.rows))
+
+    settings = Settings(model_repository=bundle_repository, **HTTP_TEST_SETTINGS)
+    app = create_app(settings, observers=[Predictions()], batch_observers=[batches.append])
+    service = InProcessService(app).start()
+    try:
+        ok = service.post(
+            "/v1/models/toy/predict", json={"instances": [ROW, ROW]}, headers={"x-request-id": "r1"}
+        )
+        assert ok.status_code == 200
+        service.post("/v1/models/toy/predict", json={"instances": []})  # refused: not observed
+    finally:
+        service.close()
+    assert predictions == [("v1_predict", "r1", 2)]
+    assert [(b.model, b.version, b.rows, b.failed) for b in batches] == [("toy", 1, 2, False)]
+
+
 def test_hot_reload_serves_a_new_version_and_refuses_a_corrupt_one(
     bundle_repository: Path, service_factory: ServiceFactory
 ) -> None:
