@@ -81,13 +81,16 @@ def serve(
     run_server(settings, given)
 
 
+#: uvicorn's exit code when the server cannot start (uvicorn.server.STARTUP_FAILURE).
+STARTUP_FAILURE = 3
+
+
 def _exit_after_graceful_shutdown(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
 def run_server(settings: Settings, given: dict[str, Any]) -> None:
     """Configure logging, check the providers, and run uvicorn until SIGTERM/SIGINT."""
-    import uvicorn
 
     from service.logging_setup import configure_logging
     from service.runtime import resolve_providers
@@ -97,7 +100,14 @@ def run_server(settings: Settings, given: dict[str, Any]) -> None:
     # lifespan the same error would only abort uvicorn's start-up with a traceback.
     chosen = resolve_providers(settings.providers)
     logger.info("execution providers: %s", ", ".join(chosen.providers))
+    if settings.model_repository.exists() and not settings.model_repository.is_dir():
+        raise UsageError(
+            f"model repository {settings.model_repository} is a file, not a directory: pass "
+            "the directory that holds <model>/<version>/ bundles with --model-repository"
+        )
     if not settings.model_repository.is_dir():
+        # Not an error: with hot reload on, models may be synced in after start (a sidecar,
+        # a volume); the service stays not-ready until one loads.
         logger.warning(
             "model repository %s does not exist: the service will not be ready until a model "
             "appears (train one with 'probserve train')",
@@ -117,6 +127,21 @@ def run_server(settings: Settings, given: dict[str, Any]) -> None:
     # the batchers) and then re-raises the signal to the handler that was there before it.
     # Make that handler a clean exit, so an orderly stop exits 0 rather than "killed by signal".
     signal.signal(signal.SIGTERM, _exit_after_graceful_shutdown)
+    try:
+        _run_uvicorn(settings, given, common)
+    except SystemExit as exc:
+        # uvicorn exits 3 when it cannot start, after logging why (port taken, bad host).
+        if exc.code == STARTUP_FAILURE:
+            raise UsageError(
+                f"the server could not start on {settings.host}:{settings.port} (the log line "
+                "above says why): pick another --port or --host, or stop what holds it"
+            ) from None
+        raise
+
+
+def _run_uvicorn(settings: Settings, given: dict[str, Any], common: dict[str, Any]) -> None:
+    import uvicorn
+
     if settings.workers == 1:
         from service.http import create_app
 

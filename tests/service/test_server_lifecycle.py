@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -78,3 +81,37 @@ def test_workers_serve_and_stop_cleanly(bundle_repository: Path, tmp_path: Path)
                 assert client.post("/v1/models/toy/predict", json=BODY).status_code == 200
     finally:
         assert server.stop() == 0
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_taken_port_is_a_one_line_usage_error(bundle_repository: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        out = _serve("--model-repository", str(bundle_repository), "--port", str(port))
+    assert out.returncode == 2
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: the server could not start on 127.0.0.1:{port}")
+    assert "Traceback" not in out.stderr
+
+
+def test_a_repository_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "models"
+    not_a_dir.write_text("")
+    out = _serve("--model-repository", str(not_a_dir), "--port", "0")
+    assert out.returncode == 2
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: model repository {not_a_dir} is a file")
+    )
