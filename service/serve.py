@@ -92,6 +92,7 @@ def _exit_after_graceful_shutdown(signum: int, frame: FrameType | None) -> None:
 def run_server(settings: Settings, given: dict[str, Any]) -> None:
     """Configure logging, check the providers, and run uvicorn until SIGTERM/SIGINT."""
 
+    from service.bundle.repository import check_not_a_file
     from service.logging_setup import configure_logging
     from service.runtime import resolve_providers
 
@@ -100,11 +101,7 @@ def run_server(settings: Settings, given: dict[str, Any]) -> None:
     # lifespan the same error would only abort uvicorn's start-up with a traceback.
     chosen = resolve_providers(settings.providers)
     logger.info("execution providers: %s", ", ".join(chosen.providers))
-    if settings.model_repository.exists() and not settings.model_repository.is_dir():
-        raise UsageError(
-            f"model repository {settings.model_repository} is a file, not a directory: pass "
-            "the directory that holds <model>/<version>/ bundles with --model-repository"
-        )
+    check_not_a_file(settings.model_repository)
     if not settings.model_repository.is_dir():
         # Not an error: with hot reload on, models may be synced in after start (a sidecar,
         # a volume); the service stays not-ready until one loads.

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.bundle import RepositoryError
+from service.bundle.repository import check_not_a_file
 from service.errors import UsageError
 from training.bundle_writer import write_bundle
 from training.calibrate import calibrate
@@ -99,15 +99,6 @@ class TrainResult:
     parity_max_abs_diff: float
 
 
-def check_model_repository(path: Path) -> None:
-    """Fail early (before any training) on a repository path that cannot hold bundles."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(
-            f"model repository {path} is a file, not a directory: pass a directory "
-            "with --model-repository"
-        )
-
-
 def model_name(config: TrainConfig) -> str:
     """The bundle's model name: ``--name`` or derived from the data source."""
     name = config.name if config.name is not None else model_name_for(config.data)
@@ -121,7 +112,8 @@ def model_name(config: TrainConfig) -> str:
 
 def train(config: TrainConfig) -> TrainResult:
     """Train, verify and publish a bundle as the next version of the model; see module doc."""
-    check_model_repository(config.model_repository)
+    # Fail before any training on a repository path that cannot hold bundles.
+    check_not_a_file(config.model_repository)
     name = model_name(config)
     device = resolve_device(config.device)
     dataset = load_dataset(
@@ -219,24 +211,21 @@ def train(config: TrainConfig) -> TrainResult:
         "parity_max_abs_diff": parity.max_abs_diff,
         **{f"rows_{s}": len(v) for s, v in labels.items()},
     }
-    try:
-        path = write_bundle(
-            config.model_repository,
-            name,
-            features=features,
-            classes=dataset.classes,
-            target=dataset.target,
-            weights=weights,
-            conformal_scores=calib.conformal_scores,
-            metrics=metrics,
-            training_params=params,
-            data_fingerprint=dataset.fingerprint(),
-            reference=reference,
-            sample_inputs=json_inputs(sample, features),
-            write_report=report_writer(report),
-        )
-    except RepositoryError as exc:
-        raise UsageError(str(exc)) from exc
+    path = write_bundle(
+        config.model_repository,
+        name,
+        features=features,
+        classes=dataset.classes,
+        target=dataset.target,
+        weights=weights,
+        conformal_scores=calib.conformal_scores,
+        metrics=metrics,
+        training_params=params,
+        data_fingerprint=dataset.fingerprint(),
+        reference=reference,
+        sample_inputs=json_inputs(sample, features),
+        write_report=report_writer(report),
+    )
     log.info("bundle written to %s", path)
     return TrainResult(path, metrics, parity.max_abs_diff)
 

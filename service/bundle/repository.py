@@ -10,20 +10,28 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.errors import UsageError
+
 #: Prefix of a bundle being written; readers skip such directories.
 STAGING_PREFIX = ".staging-"
 
 
-class RepositoryError(ValueError):
+class RepositoryError(UsageError):
     """The model repository path cannot be used (it is a file, unwritable, ...)."""
+
+
+def check_not_a_file(path: Path) -> None:
+    """Refuse a repository path that exists but is not a directory (a missing one is fine)."""
+    if path.exists() and not path.is_dir():
+        raise RepositoryError(
+            f"model repository {path} is a file, not a directory: pass the directory that holds "
+            "<model>/<version>/ bundles with --model-repository"
+        )
 
 
 def check_repository(path: Path, *, create: bool) -> Path:
     """Return ``path`` as a usable repository directory, creating it when asked."""
-    if path.exists() and not path.is_dir():
-        raise RepositoryError(
-            f"model repository {path} is a file, not a directory: pass a directory path"
-        )
+    check_not_a_file(path)
     if not path.exists():
         if not create:
             raise RepositoryError(f"model repository {path} does not exist")
