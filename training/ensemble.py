@@ -16,7 +16,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -137,6 +138,19 @@ def _bootstrap(rows: int, seed: int) -> torch.Tensor:
     return torch.randint(0, rows, (rows,), generator=gen)
 
 
+@contextmanager
+def _deterministic() -> Iterator[None]:
+    # Same seed -> same weights -> same ONNX bytes; the process-wide switch is put back after,
+    # so code that shares the process (tests, a notebook) keeps its own setting.
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+@_deterministic()
 def fit_ensemble(
     x_train: NDArray[np.float32],
     y_train: NDArray[np.int64],
@@ -155,26 +169,6 @@ def fit_ensemble(
     ``epochs``). All randomness comes from per-member ``torch.Generator`` objects seeded from
     ``config.seed``, never from the global RNG, so the same seed gives the same weights.
     """
-    # Same seed -> same weights -> same ONNX bytes; the process-wide switch is put back after,
-    # so code that shares the process (tests, a notebook) keeps its own setting.
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        return _fit_ensemble(x_train, y_train, x_val, y_val, classes, config, members=members)
-    finally:
-        torch.use_deterministic_algorithms(previous)
-
-
-def _fit_ensemble(
-    x_train: NDArray[np.float32],
-    y_train: NDArray[np.int64],
-    x_val: NDArray[np.float32],
-    y_val: NDArray[np.int64],
-    classes: int,
-    config: EnsembleConfig,
-    *,
-    members: Sequence[int] | None = None,
-) -> TrainedEnsemble:
     device = resolve_device(config.device)
     if device.type == "cuda":
         # cuBLAS needs a fixed workspace for deterministic batched matmuls; it is read when the
