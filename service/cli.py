@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
 import typer
@@ -21,21 +21,28 @@ def _root() -> None:
     """Serve deep-ensemble models with calibrated probabilities, intervals and conformal sets."""
 
 
-def _unavailable(name: str, missing: str) -> Callable[[], None]:
-    def unavailable() -> None:
+def _unavailable(name: str, missing: str) -> Callable[..., None]:
+    def unavailable(ctx: typer.Context) -> None:
         raise UsageError(
-            f"'probserve {name}' needs the Python package {missing}: "
-            f"install it with pip install -e '.[{name}]'"
+            f"'probserve {name}' needs the Python package {missing}, which is not installed: "
+            f"install the '{name}' extra (pip install 'probserve[{name}]', or "
+            f"pip install -e '.[{name}]' in a checkout)"
         )
 
     return unavailable
 
 
-def build_app() -> typer.Typer:
-    """A fresh root command with ``serve`` and every ``probserve.commands`` entry point.
+#: Lets an unavailable command take any arguments, so its message shows instead of a usage error.
+_ANY_ARGUMENTS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
-    Entry points are plain command functions. One whose import fails (its extra is not
-    installed) still shows, and says which package to install.
+
+def build_app(argv: Sequence[str] | None = None) -> typer.Typer:
+    """A fresh root command with ``serve`` and the ``probserve.commands`` entry points.
+
+    Only the subcommand that ``argv`` names is imported (``probserve serve`` must not pay for
+    torch, nor need the ``train`` extra); ``--help`` or an unknown name imports them all. An
+    entry point is a command function or a Typer app with subcommands (``drift run``). One
+    whose import fails still shows, and says which extra to install.
     """
     app = typer.Typer(
         name="probserve",
@@ -44,27 +51,47 @@ def build_app() -> typer.Typer:
         add_completion=False,
     )
     app.callback()(_root)
-    # Imported here, not at module top, so importing the CLI never pays for the HTTP stack.
-    from service.serve import serve
+    parts = {ep.name: ep for ep in entry_points(group="probserve.commands")}
+    wanted = _command_name(sys.argv[1:] if argv is None else argv)
+    if wanted == "serve" or wanted not in parts:
+        # Imported here, not at module top, so importing the CLI never pays for the HTTP stack.
+        from service.serve import serve
 
-    app.command(name="serve")(serve)
-    for ep in entry_points(group="probserve.commands"):
+        app.command(name="serve")(serve)
+    if wanted in parts:
+        selected = [parts[wanted]]
+    else:
+        selected = [] if wanted == "serve" else list(parts.values())
+    for ep in selected:
         try:
             command = ep.load()
         except ImportError as exc:
             missing = exc.name or str(exc)
-            app.command(name=ep.name, help=f"(unavailable: needs {missing})")(
-                _unavailable(ep.name, missing)
-            )
+            app.command(
+                name=ep.name,
+                help=f"(unavailable: needs {missing})",
+                context_settings=_ANY_ARGUMENTS,
+            )(_unavailable(ep.name, missing))
             continue
-        app.command(name=ep.name)(command)
+        if isinstance(command, typer.Typer):
+            app.add_typer(command, name=ep.name)
+        else:
+            app.command(name=ep.name)(command)
     return app
+
+
+def _command_name(args: Sequence[str]) -> str | None:
+    """The subcommand ``args`` names (the first word that is not an option), or None."""
+    for arg in args:
+        if not arg.startswith("-"):
+            return arg
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; turn errors into one-line messages and exit codes (0, 1, 2)."""
     try:
-        build_app()(args=argv, standalone_mode=False)
+        build_app(argv)(args=argv, standalone_mode=False)
     except UsageError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 import service.serve
@@ -40,3 +43,38 @@ def test_unexpected_error_is_one_line_and_exit_1(
     assert err.strip().splitlines() == [
         "error: unexpected RuntimeError: disk on fire (set PROBSERVE_TRACEBACK=1 to see where)"
     ]
+
+
+def _run_cli(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_serve_imports_nothing_of_training() -> None:
+    # The serving image installs only the cpu extra: `probserve serve` must not import the
+    # trainer (torch, scikit-learn, matplotlib) just to start.
+    done = _run_cli(
+        "import sys\n"
+        "from service.cli import main\n"
+        "code = main(['serve', '--help'])\n"
+        "names = ('torch', 'sklearn', 'matplotlib', 'training')\n"
+        "heavy = sorted(m for m in names if m in sys.modules)\n"
+        "print('HEAVY', heavy, code)\n"
+    )
+    assert "HEAVY [] 0" in done.stdout, done.stdout + done.stderr
+
+
+def test_missing_extra_is_one_line_naming_the_extra() -> None:
+    # sys.modules[name] = None makes `import torch` fail as it does where torch is absent.
+    done = _run_cli(
+        "import sys\n"
+        "sys.modules['torch'] = None\n"
+        "from service.cli import main\n"
+        "sys.exit(main(['train', '--data', 'breast_cancer', '--epochs', '1']))\n"
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "'probserve train' needs the Python package torch" in lines[0]
+    assert "probserve[train]" in lines[0]
