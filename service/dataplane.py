@@ -2,7 +2,7 @@
 
 HTTP adapters (native v1, KServe V2) decode their payloads into a :class:`FeatureBatch` with the
 codecs, call :meth:`DataPlane.infer` and encode the :class:`PredictionResult`. Nothing here knows
-about HTTP. Metrics and the prediction log hook in through :class:`PredictionObserver`.
+about HTTP. Every successful prediction is reported to telemetry (metrics, prediction log).
 
 The request path is kept lean on purpose (the service must beat a naive FastAPI endpoint by 2x):
 per request it allocates the result arrays and little else, with no pydantic and no logging.
@@ -11,128 +11,33 @@ per request it allocates the result arrays and little else, with no pydantic and
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+import time
 
-import numpy as np
-from numpy.typing import NDArray
-
-from service.bundle import Manifest, NumericFeature
+from service.bundle import NumericFeature
 from service.errors import InvalidInput, ModelNotReady
-from service.runtime.serving import ServedVersion
-
-if TYPE_CHECKING:  # the registry imports ModelHandle from here
-    from service.registry import IndexEntry, ModelRegistry
+from service.registry import ModelRegistry
+from service.telemetry.events import PredictionServed, Telemetry
+from service.types import (
+    FeatureBatch,
+    FeatureInfo,
+    IndexEntry,
+    ModelHandle,
+    ModelInfo,
+    ModelSummary,
+    PredictionResult,
+)
+from service.uncertainty.levels import MAX_CONFIDENCE_LEVEL, MIN_CONFIDENCE_LEVEL
 
 logger = logging.getLogger(__name__)
 
-#: Confidence levels a request may ask for (DESIGN.md).
-MIN_CONFIDENCE_LEVEL = 0.5
-MAX_CONFIDENCE_LEVEL = 0.999
-
-
-@dataclass(frozen=True)
-class FeatureBatch:
-    """Validated inputs, one column per feature in graph order.
-
-    Numeric columns are float32 [N, 1] (NaN = missing); categorical columns are object [N, 1]
-    of str ("" = missing, which the graph sends to the unknown bucket).
-    """
-
-    columns: dict[str, NDArray[np.generic]]
-    rows: int
-
-
-@dataclass(frozen=True)
-class ModelHandle:
-    """One loaded, verified model version; requests keep the handle they resolved."""
-
-    name: str
-    version: int
-    manifest: Manifest
-    provider: str  # e.g. "CPUExecutionProvider" or "CUDAExecutionProvider"
-    #: The version's session, batcher and precomputed arrays. Holding the handle keeps them
-    #: alive, which is how a request finishes on the version it resolved after a swap. None
-    #: only for handles built by hand (tests of the HTTP layer); infer() refuses those.
-    runtime: ServedVersion | None = field(default=None, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class PredictionResult:
-    """Everything a protocol adapter needs to answer; arrays are [N, C] unless noted."""
-
-    handle: ModelHandle
-    confidence_level: float
-    probabilities: NDArray[np.float64]
-    lower: NDArray[np.float64]
-    upper: NDArray[np.float64]
-    prediction_sets: NDArray[np.bool_]
-    labels: list[str]  # [N], the most probable class label
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: queue_wait, inference
-
-
-class PredictionObserver(Protocol):
-    """Hook for metrics and the prediction log; called after every successful inference."""
-
-    def on_prediction(
-        self, batch: FeatureBatch, result: PredictionResult, request_id: str, endpoint: str
-    ) -> None:
-        """Record one request's predictions; must not block (queue work, do not do I/O)."""
-
-
-@dataclass(frozen=True)
-class FeatureInfo:
-    """One model input as metadata endpoints show it."""
-
-    name: str
-    kind: Literal["numeric", "categorical"]
-    datatype: Literal["FP32", "BYTES"]  # the V2 tensor type
-    categories: list[str] | None = None  # known categories; anything else is "unknown"
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Metadata of one served model version (plain types: orjson serialises it as is)."""
-
-    name: str
-    version: int
-    versions: list[int]  # every served version, ascending
-    state: str  # "READY"
-    provider: str
-    target: str
-    features: list[FeatureInfo]
-    classes: list[str]
-    members: int
-    metrics: dict[str, float]
-    created_at: str  # ISO 8601
-    data_fingerprint: str
-
-
-@dataclass(frozen=True)
-class ModelSummary:
-    """One model in the list endpoint: served versions, or why none serves."""
-
-    name: str
-    versions: list[int]
-    default_version: int | None
-    state: str  # "READY" or "UNAVAILABLE"
-    reason: str = ""
-
 
 class DataPlane:
-    """Resolve models, run batches through the runtime, derive uncertainty, notify observers."""
+    """Resolve models, run batches through the runtime, derive uncertainty, report predictions."""
 
-    def __init__(
-        self, registry: ModelRegistry, observers: Sequence[PredictionObserver] = ()
-    ) -> None:
-        """``observers`` are called after every successful inference, in order."""
+    def __init__(self, registry: ModelRegistry, telemetry: Telemetry | None = None) -> None:
+        """``telemetry`` hears of every successful prediction."""
         self.registry = registry
-        self._observers: list[PredictionObserver] = list(observers)
-
-    def add_observer(self, observer: PredictionObserver) -> None:
-        """Register one more observer (metrics, prediction log)."""
-        self._observers.append(observer)
+        self.telemetry = telemetry if telemetry is not None else Telemetry()
 
     # -- lifespan ------------------------------------------------------------------------------
 
@@ -169,9 +74,16 @@ class DataPlane:
         confidence_level: float,
         *,
         request_id: str = "",
-        endpoint: str = "",
+        protocol: str = "",
+        started: float | None = None,
     ) -> PredictionResult:
-        """Probabilities, intervals, prediction sets and labels for every row of ``batch``."""
+        """Probabilities, intervals, prediction sets and labels for every row of ``batch``.
+
+        ``started`` (``time.perf_counter()`` when the request arrived) dates the latency the
+        prediction log records; without it, the latency counts from this call.
+        """
+        if started is None:
+            started = time.perf_counter()
         runtime = handle.runtime
         if runtime is None:
             raise ModelNotReady(
@@ -196,11 +108,13 @@ class DataPlane:
             derived.labels.tolist(),
             {"queue_wait": out.queue_wait_seconds, "inference": out.inference_seconds},
         )
-        for observer in self._observers:
-            try:
-                observer.on_prediction(batch, result, request_id, endpoint)
-            except Exception:  # metrics or logging trouble must not fail a computed answer
-                logger.exception("prediction observer %r failed", observer)
+        served = PredictionServed(
+            batch, result, request_id, protocol, time.time(), time.perf_counter() - started
+        )
+        try:
+            self.telemetry.prediction_served(served)
+        except Exception:  # metrics or logging trouble must not fail a computed answer
+            logger.exception("telemetry failed to record a prediction")
         return result
 
     # -- metadata and model control ------------------------------------------------------------

@@ -4,8 +4,12 @@ Reads the repository layout (``<repo>/<model>/<version>/``), loads the versions 
 policy selects (the newest that verify), and publishes them for :meth:`ModelRegistry.resolve`.
 Every change builds the new versions fully (load, verify, warm up) in a worker thread and then
 replaces the model's serving set in one assignment, so a request sees either the old set or the
-new one. Requests keep the :class:`~service.dataplane.ModelHandle` they resolved, and with it
+new one. Requests keep the :class:`~service.types.ModelHandle` they resolved, and with it
 the session and batcher of their version; a version that stops serving is drained, not killed.
+
+The registry knows versions and policy only: one injected loader turns a bundle directory into a
+served handle, and model events (loaded, refused, unloaded) go to whoever subscribed (telemetry),
+as MLServer's registry does (docs/architecture.md, "Telemetry seam").
 """
 
 from __future__ import annotations
@@ -13,16 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
-from service.batching import BatchObserver
 from service.bundle import MANIFEST_FILE, MODEL_FILE, bundle_path, model_names, model_versions
-from service.dataplane import ModelHandle
 from service.errors import ModelLoadError, ModelNotFound, ModelNotReady
-from service.runtime import LoadedModel, ServedVersion, load_model, resolve_providers
+from service.types import IndexEntry, ModelHandle, ModelState
+from service.version_policy import VersionPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -31,51 +34,33 @@ logger = logging.getLogger(__name__)
 Signature = tuple[int, ...]
 
 
-@dataclass(frozen=True)
-class VersionPolicy:
-    """Which versions serve: the ``latest`` N that verify, or all of them (``latest=None``)."""
-
-    latest: int | None = 1
-
-    @classmethod
-    def parse(cls, spec: str | int | VersionPolicy) -> VersionPolicy:
-        """``"latest"``, ``"latest:N"``, ``N`` or ``"all"``; ValueError says what is accepted."""
-        if isinstance(spec, VersionPolicy):
-            return spec
-        text = str(spec).strip().lower()
-        if text == "all":
-            return cls(None)
-        count = text.removeprefix("latest").removeprefix(":") or "1"
-        if count.isdigit() and int(count) >= 1:
-            return cls(int(count))
-        raise ValueError(f"version policy {spec!r} is not 'all', 'latest' or 'latest:N' (N >= 1)")
-
-    def __str__(self) -> str:
-        return "all" if self.latest is None else f"latest:{self.latest}"
+#: Bundle directory, model name, version -> a verified, served handle (blocking; run in a
+#: thread). Raises ModelLoadError with the reason a bundle is refused.
+ModelLoader = Callable[[Path, str, int], ModelHandle]
 
 
-class ModelState(StrEnum):
-    """Triton's repository-index states."""
+class ModelEvents(Protocol):
+    """What the registry reports (telemetry subscribes); methods must not block or raise."""
 
-    READY = "READY"
-    UNAVAILABLE = "UNAVAILABLE"
+    def model_loaded(self, handle: ModelHandle) -> None:
+        """A version now serves."""
+
+    def model_refused(self, name: str, version: int, reason: str) -> None:
+        """A version failed to load or verify; ``reason`` names no filesystem path."""
+
+    def model_unloaded(self, name: str, version: int) -> None:
+        """A version stopped serving (replaced, unloaded, or gone from disk)."""
 
 
-@dataclass(frozen=True)
-class IndexEntry:
-    """One row of the repository index (Triton's ``POST /v2/repository/index`` shape)."""
+class _NoEvents:
+    def model_loaded(self, handle: ModelHandle) -> None:
+        pass
 
-    name: str
-    version: int | None
-    state: ModelState
-    reason: str = ""
+    def model_refused(self, name: str, version: int, reason: str) -> None:
+        pass
 
-    def as_triton(self) -> dict[str, str]:
-        """The JSON object Triton returns for this row (versions are strings there)."""
-        row = {"name": self.name, "state": self.state.value, "reason": self.reason}
-        if self.version is not None:
-            row["version"] = str(self.version)
-        return row
+    def model_unloaded(self, name: str, version: int) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -104,25 +89,18 @@ class ModelRegistry:
     def __init__(
         self,
         repository: Path,
+        loader: ModelLoader,
         *,
         version_policy: VersionPolicy | str | int = "latest",
-        providers: str | Sequence[str] = "auto",
-        device_id: int = 0,
-        intra_op_threads: int = 1,
-        max_batch_size: int = 64,
-        max_queue_delay_us: int = 0,
         poll_interval_s: float = 0.0,
-        batch_observers: Sequence[BatchObserver] = (),
+        events: ModelEvents | None = None,
     ) -> None:
-        """Resolve providers now (a bad ``providers`` raises ProviderError); load in start()."""
+        """Nothing is loaded until start(); ``loader`` builds each served version."""
         self.repository = Path(repository)
         self.policy = VersionPolicy.parse(version_policy)
-        self.providers = resolve_providers(providers, device_id=device_id)
-        self._intra_op_threads = intra_op_threads
-        self._max_batch_size = max_batch_size
-        self._max_queue_delay_us = max_queue_delay_us
+        self._loader = loader
+        self._events: ModelEvents = events if events is not None else _NoEvents()
         self._poll_interval_s = poll_interval_s
-        self._batch_observers = tuple(batch_observers)
         self._serving: dict[str, _ServingSet] = {}
         self._disk = _DiskView()
         self._failures: dict[tuple[str, int], _Failure] = {}
@@ -242,38 +220,26 @@ class ModelRegistry:
                 continue  # refused before and unchanged since: do not log it again every poll
             path = bundle_path(self.repository, name, version)
             try:
-                loaded = await asyncio.to_thread(
-                    load_model,
-                    path,
-                    name=name,
-                    version=version,
-                    providers=self.providers,
-                    intra_op_threads=self._intra_op_threads,
-                )
+                handle = await asyncio.to_thread(self._loader, path, name, version)
             except ModelLoadError as exc:
-                self._failures[(name, version)] = _Failure(signature, exc.message)
+                self._refuse(name, version, signature, exc.message)
                 logger.error("refused model %s version %s: %s", name, version, exc.message)
                 continue
             except Exception as exc:  # one odd bundle must not stop the others from serving
-                reason = f"bundle {path} could not be loaded: {exc!r}"
-                self._failures[(name, version)] = _Failure(signature, reason)
+                # The reason is public (index, readiness): the type only, never a path.
+                reason = f"the bundle could not be loaded ({type(exc).__name__})"
+                self._refuse(name, version, signature, reason)
                 logger.exception("refused model %s version %s", name, version)
                 continue
             self._failures.pop((name, version), None)
-            selected[version] = self._serve(loaded)
+            selected[version] = handle
+            self._events.model_loaded(handle)
         if selected.keys() != current.keys():
             self._publish(name, selected)
 
-    def _serve(self, loaded: LoadedModel) -> ModelHandle:
-        runtime = ServedVersion.create(
-            loaded,
-            max_batch_size=self._max_batch_size,
-            max_queue_delay_us=self._max_queue_delay_us,
-            batch_observers=self._batch_observers,
-        )
-        return ModelHandle(
-            loaded.name, loaded.version, loaded.manifest, loaded.provider, runtime=runtime
-        )
+    def _refuse(self, name: str, version: int, signature: Signature, reason: str) -> None:
+        self._failures[(name, version)] = _Failure(signature, reason)
+        self._events.model_refused(name, version, reason)
 
     def _publish(self, name: str, versions: dict[int, ModelHandle]) -> None:
         old = self._serving.get(name, _EMPTY).versions
@@ -286,10 +252,11 @@ class ModelRegistry:
                 self._retire(handle)
 
     def _retire(self, handle: ModelHandle) -> None:
+        self._events.model_unloaded(handle.name, handle.version)
         if handle.runtime is None:
             return
         # Drain in the background: queued and running batches finish on this version.
-        task = asyncio.get_running_loop().create_task(handle.runtime.batcher.close())
+        task = asyncio.get_running_loop().create_task(handle.runtime.close())
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import tempfile
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -65,6 +66,33 @@ def serve(
     ] = None,
     poll_interval_s: Annotated[
         float | None, _opt("Hot-reload poll interval in seconds; 0 off.", "POLL_INTERVAL_S")
+    ] = None,
+    metrics: Annotated[
+        bool | None, _opt("Serve Prometheus metrics at /metrics (default on).", "METRICS")
+    ] = None,
+    prediction_log_url: Annotated[
+        str | None,
+        _opt(
+            "Prediction log: sqlite:///FILE, postgresql://..., or none "
+            "(default sqlite:///./predictions.sqlite).",
+            "PREDICTION_LOG_URL",
+        ),
+    ] = None,
+    prediction_log_sample_rate: Annotated[
+        float | None,
+        _opt("Share of requests logged (default 1).", "PREDICTION_LOG_SAMPLE_RATE"),
+    ] = None,
+    prediction_log_retention_days: Annotated[
+        float | None,
+        _opt("Delete log rows older than this; 0 keeps all.", "PREDICTION_LOG_RETENTION_DAYS"),
+    ] = None,
+    prediction_log_queue_rows: Annotated[
+        int | None,
+        _opt("In-memory log queue bound in rows (default 100000).", "PREDICTION_LOG_QUEUE_ROWS"),
+    ] = None,
+    prediction_log_spool_dir: Annotated[
+        Path | None,
+        _opt("Spool directory while the log database is down.", "PREDICTION_LOG_SPOOL_DIR"),
     ] = None,
     log_level: Annotated[str | None, _opt("debug, info, warning, error.", "LOG_LEVEL")] = None,
     log_format: Annotated[str | None, _opt("plain or json (JSON lines).", "LOG_FORMAT")] = None,
@@ -136,6 +164,27 @@ def run_server(settings: Settings, given: dict[str, Any]) -> None:
         raise
 
 
+def prepare_multiprocess_metrics() -> Path:
+    """Point every worker at one empty metrics directory, so /metrics sums all of them.
+
+    prometheus-client's multiprocess mode reads PROMETHEUS_MULTIPROC_DIR when a worker imports
+    it. A directory the user set is emptied first (stale files of an earlier run would count
+    twice); otherwise a fresh temporary one is made.
+    """
+    from service.telemetry.metrics import MULTIPROC_ENV
+
+    configured = os.environ.get(MULTIPROC_ENV)
+    if configured:
+        directory = Path(configured)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="probserve-metrics-"))
+        os.environ[MULTIPROC_ENV] = str(directory)
+    return directory
+
+
 def _run_uvicorn(settings: Settings, given: dict[str, Any], common: dict[str, Any]) -> None:
     import uvicorn
 
@@ -148,6 +197,7 @@ def _run_uvicorn(settings: Settings, given: dict[str, Any], common: dict[str, An
     # which is where their Settings() will read them.
     for key, value in given.items():
         os.environ[f"{ENV_PREFIX}{key.upper()}"] = str(value)
+    prepare_multiprocess_metrics()
     uvicorn.run(
         "service.http.app:create_app_from_env", factory=True, workers=settings.workers, **common
     )

@@ -8,24 +8,17 @@ environment variable (:func:`describe_validation_error`).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.provider_names import parse_provider_names
+from service.uncertainty.levels import MAX_CONFIDENCE_LEVEL, MIN_CONFIDENCE_LEVEL
+from service.version_policy import VersionPolicy
+
 ENV_PREFIX = "PROBSERVE_"
-
-#: Short provider names a user may type, and the ONNX Runtime provider each one means.
-PROVIDER_ALIASES = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
-
-_VERSION_POLICY = re.compile(r"^(all|latest:[1-9][0-9]*)$")
-_PROVIDER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*ExecutionProvider$")
 
 
 class Settings(BaseSettings):
@@ -82,8 +75,8 @@ class Settings(BaseSettings):
     )
     confidence_level: float = Field(
         default=0.95,
-        ge=0.5,
-        le=0.999,
+        ge=MIN_CONFIDENCE_LEVEL,
+        le=MAX_CONFIDENCE_LEVEL,
         description="Interval and prediction-set level when a request gives none.",
     )
     max_request_bytes: int = Field(
@@ -98,7 +91,7 @@ class Settings(BaseSettings):
     )
     version_policy: str = Field(
         default="latest:1",
-        description="Which versions of each model to serve: 'latest:N' or 'all'.",
+        description="Which versions of each model to serve: 'latest', 'latest:N' or 'all'.",
     )
     # On by default: retraining while `make run` serves should just work. A scan lists a few
     # directories; loading happens only when a new version appears.
@@ -107,6 +100,38 @@ class Settings(BaseSettings):
         ge=0.0,
         le=86400.0,
         description="Seconds between repository scans for new versions (0: no hot reload).",
+    )
+    metrics: bool = Field(default=True, description="Serve Prometheus metrics at /metrics.")
+    prediction_log_url: str = Field(
+        default="sqlite:///./predictions.sqlite",
+        min_length=1,
+        description=(
+            "Where every prediction is logged: 'sqlite:///relative/path.sqlite', "
+            "'sqlite:////absolute/path.sqlite', 'postgresql://user:password@host:5432/db', or "
+            "'none' to turn the log off (the same setting the drift job reads)."
+        ),
+    )
+    prediction_log_sample_rate: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of requests whose predictions are logged (1: all).",
+    )
+    prediction_log_retention_days: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=36500.0,
+        description="Delete logged predictions and feedback older than this (0: keep all).",
+    )
+    prediction_log_queue_rows: int = Field(
+        default=100_000,
+        ge=1,
+        le=10_000_000,
+        description="Rows the in-memory log queue holds; past it rows are dropped and counted.",
+    )
+    prediction_log_spool_dir: Path = Field(
+        default=Path("./prediction-spool"),
+        description="Where rows wait on disk while the log database is unreachable.",
     )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["plain", "json"] = Field(
@@ -120,45 +145,36 @@ class Settings(BaseSettings):
         # Users write INFO as often as info; accept both, store one spelling.
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("prediction_log_url")
+    @classmethod
+    def _check_prediction_log_url(cls, value: str) -> str:
+        from service.predlog.urls import parse_log_url
+
+        parse_log_url(value)  # ValueError names the accepted forms
+        return value.strip()
+
     @field_validator("providers")
     @classmethod
     def _check_providers(cls, value: str) -> str:
-        text = value.strip()
-        if text.lower() == "auto":
-            return "auto"
-        names = [part.strip() for part in text.split(",")]
-        if not names or any(not n for n in names):
-            raise ValueError("expected 'auto' or a comma list of providers such as 'cuda,cpu'")
-        for name in names:
-            if name.lower() not in PROVIDER_ALIASES and not _PROVIDER_NAME.match(name):
-                raise ValueError(
-                    f"unknown execution provider {name!r}: expected 'auto', "
-                    f"{', '.join(PROVIDER_ALIASES)} or an ONNX Runtime name like "
-                    "'CUDAExecutionProvider'"
-                )
-        return ",".join(names)
+        # The runtime's own parser: a name it would refuse later is refused here.
+        names, explicit = parse_provider_names(value)
+        return ",".join(names) if explicit else "auto"
 
     @field_validator("version_policy")
     @classmethod
     def _check_version_policy(cls, value: str) -> str:
-        text = value.strip().lower()
-        if not _VERSION_POLICY.match(text):
-            raise ValueError("expected 'all' or 'latest:N' with N a positive integer")
-        return text
+        return str(VersionPolicy.parse(value))
 
     @property
     def provider_list(self) -> list[str] | None:
         """ONNX Runtime provider names in priority order, or ``None`` for 'auto'."""
-        if self.providers == "auto":
-            return None
-        return [PROVIDER_ALIASES.get(n.lower(), n) for n in self.providers.split(",")]
+        names, explicit = parse_provider_names(self.providers)
+        return names if explicit else None
 
     @property
     def latest_versions(self) -> int | None:
         """N of 'latest:N', or ``None`` when every version is served."""
-        if self.version_policy == "all":
-            return None
-        return int(self.version_policy.split(":", 1)[1])
+        return VersionPolicy.parse(self.version_policy).latest
 
     def admin_token_value(self) -> str | None:
         """The admin token in clear, for the one comparison that needs it."""
@@ -172,5 +188,8 @@ def describe_validation_error(exc: ValidationError) -> str:
         field = ".".join(str(p) for p in err["loc"]) or "settings"
         env = f"{ENV_PREFIX}{field.upper()}"
         message = str(err["msg"]).removeprefix("Value error, ")
-        parts.append(f"{field} ({env}, got {err.get('input')!r}): {message}")
+        # A URL may hold a password and a token is a secret: never echo them.
+        secret = field.endswith(("_url", "_token"))
+        got = "" if secret else f", got {err.get('input')!r}"
+        parts.append(f"{field} ({env}{got}): {message}")
     return "invalid settings: " + "; ".join(parts)

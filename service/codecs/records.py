@@ -26,8 +26,8 @@ from numpy.typing import NDArray
 
 from service.bundle import CategoricalFeature, Manifest
 from service.codecs.columns import categorical_column, confidence_level, describe, numeric_rows
-from service.dataplane import FeatureBatch, PredictionResult
 from service.errors import InvalidInput
+from service.types import FeatureBatch, PredictionResult
 
 REQUEST_KEYS = frozenset({"instances", "confidence_level"})
 _DICT_ONLY = {dict}

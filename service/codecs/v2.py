@@ -34,8 +34,8 @@ from service.codecs.columns import (
     numeric_columns,
     numeric_tensor,
 )
-from service.dataplane import FeatureBatch, ModelHandle, PredictionResult
 from service.errors import InvalidInput
+from service.types import FeatureBatch, ModelHandle, PredictionResult
 
 HEADER_LENGTH = "inference-header-content-length"
 

@@ -7,38 +7,30 @@ requests finish) drains the batchers before the process exits.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.batching import BatchObserver
-from service.dataplane import PredictionObserver
-from service.http.hooks import RequestHooks
 from service.http.lean import LeanApp
 from service.http.routes import build_fastapi
 from service.http.state import ServiceState
 from service.settings import Settings
+from service.telemetry import Telemetry
 
 
-def create_app(
-    settings: Settings | None = None,
-    *,
-    hooks: RequestHooks | None = None,
-    observers: Sequence[PredictionObserver] = (),
-    batch_observers: Sequence[BatchObserver] = (),
-) -> LeanApp:
+def create_app(settings: Settings | None = None, *, telemetry: Telemetry | None = None) -> LeanApp:
     """Build the service. Without ``settings``, read them from ``PROBSERVE_*`` (uvicorn factory).
 
-    The three hook points for metrics and the prediction log: ``hooks`` sees every hot-path
-    request, ``observers`` every successful prediction, ``batch_observers`` every ONNX call.
+    Telemetry (metrics, prediction log) is built from the settings unless ``telemetry`` is given
+    (tests pass their own to watch every event); the real server and every worker get it here.
     """
-    state = ServiceState(
-        settings=settings if settings is not None else Settings(),
-        hooks=hooks if hooks is not None else RequestHooks(),
-        observers=observers,
-        batch_observers=batch_observers,
-    )
+    settings = settings if settings is not None else Settings()
+    if telemetry is None:
+        from service.telemetry.build import build_telemetry
+
+        telemetry = build_telemetry(settings)
+    state = ServiceState(settings=settings, telemetry=telemetry)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -1,7 +1,7 @@
 """The hot-path handlers, shared by the lean ASGI front and the documented FastAPI routes.
 
 Each takes the raw body and a few header values and always returns an :class:`Answer` (errors
-included), so both callers send byte-identical responses and the metrics hook sees every request.
+included), so both callers send byte-identical responses and telemetry sees every request.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from service.errors import ModelNotFound, PayloadTooLarge, ProbserveError
 from service.http.errors import JSON, error_body, internal_error
 from service.http.ids import new_request_id, request_id_from_headers
 from service.http.state import ServiceState
+from service.telemetry import RequestDone
 
 ENDPOINT_V1 = "v1_predict"
 ENDPOINT_V2 = "v2_infer"
@@ -89,14 +90,15 @@ async def predict_v1(
 ) -> Answer:
     """``POST /v1/models/{name}[/versions/{v}]/predict``."""
     request_id = request_id_from_headers(header_id)
-    hooks = state.hooks
-    hooks.request_started(ENDPOINT_V1)
+    telemetry = state.telemetry
+    telemetry.request_started(ENDPOINT_V1)
     started = time.perf_counter()
     model = ""
+    served_version: int | None = None
     try:
         dataplane = state.dataplane
         handle = dataplane.resolve(name, parse_version(name, version))
-        model = handle.name
+        model, served_version = handle.name, handle.version
         payload = load_json(body)
         batch, level = decode_predict_request(
             payload,
@@ -105,15 +107,23 @@ async def predict_v1(
             default_level=state.settings.confidence_level,
         )
         result = await dataplane.infer(
-            handle, batch, level, request_id=request_id, endpoint=ENDPOINT_V1
+            handle, batch, level, request_id=request_id, protocol="v1", started=started
         )
         answer = Answer(200, orjson.dumps(encode_predict_response(result, request_id)), request_id)
     except ProbserveError as exc:
         answer = error_answer(exc, request_id, v2=False)
     except Exception as exc:  # a bug: never a traceback to the caller
         answer = error_answer(internal_error(exc, request_id, ENDPOINT_V1), request_id, v2=False)
-    hooks.request_finished(
-        ENDPOINT_V1, model, answer.status, time.perf_counter() - started, answer.error_type
+    telemetry.request_finished(
+        RequestDone(
+            ENDPOINT_V1,
+            "v1",
+            model,
+            served_version,
+            answer.status,
+            time.perf_counter() - started,
+            answer.error_type,
+        )
     )
     return answer
 
@@ -127,15 +137,16 @@ async def infer_v2(
     header_length: str | None,
 ) -> Answer:
     """``POST /v2/models/{name}[/versions/{v}]/infer`` (JSON or binary tensor extension)."""
-    hooks = state.hooks
-    hooks.request_started(ENDPOINT_V2)
+    telemetry = state.telemetry
+    telemetry.request_started(ENDPOINT_V2)
     started = time.perf_counter()
     request_id = header_id or ""
     model = ""
+    served_version: int | None = None
     try:
         dataplane = state.dataplane
         handle = dataplane.resolve(name, parse_version(name, version))
-        model = handle.name
+        model, served_version = handle.name, handle.version
         request = decode_infer_request(
             body,
             header_length,
@@ -150,7 +161,8 @@ async def infer_v2(
             request.batch,
             request.confidence_level,
             request_id=request_id,
-            endpoint=ENDPOINT_V2,
+            protocol="v2",
+            started=started,
         )
         out, json_length = encode_infer_response(result, request, request_id)
         if json_length is None:
@@ -169,7 +181,15 @@ async def infer_v2(
     except Exception as exc:
         request_id = request_id or new_request_id()
         answer = error_answer(internal_error(exc, request_id, ENDPOINT_V2), request_id, v2=True)
-    hooks.request_finished(
-        ENDPOINT_V2, model, answer.status, time.perf_counter() - started, answer.error_type
+    telemetry.request_finished(
+        RequestDone(
+            ENDPOINT_V2,
+            "v2",
+            model,
+            served_version,
+            answer.status,
+            time.perf_counter() - started,
+            answer.error_type,
+        )
     )
     return answer

@@ -9,11 +9,17 @@ those paths, and the lifespan go to the FastAPI app unchanged.
 
 from __future__ import annotations
 
+import time
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.http.handlers import Answer, infer_v2, predict_v1, too_large
 from service.http.ids import request_id_from_headers
 from service.http.state import ServiceState
+from service.telemetry import RequestDone
+
+#: The endpoint label of a request that matched no route.
+FALLBACK_ENDPOINT = "other"
 
 
 def match_hot_path(path: str) -> tuple[str, str, str | None] | None:
@@ -40,12 +46,47 @@ class LeanApp:
         self.fallback = fallback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] != "http":
+            await self.fallback(scope, receive, send)
+            return
+        if scope["method"] == "POST":
             route = match_hot_path(scope["path"])
             if route is not None:
                 await self._serve(route, scope, receive, send)
                 return
-        await self.fallback(scope, receive, send)
+        await self._observed_fallback(scope, receive, send)
+
+    async def _observed_fallback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every other route, timed for telemetry under its route name (bounded labels)."""
+        telemetry = self.state.telemetry
+        started = time.perf_counter()
+        status = 500  # what the client sees if the app dies before answering
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        telemetry.request_started(FALLBACK_ENDPOINT)
+        try:
+            await self.fallback(scope, receive, send_observed)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "name", None) or FALLBACK_ENDPOINT
+            path: str = scope["path"]
+            protocol = "v1" if path.startswith("/v1/") else "v2" if path.startswith("/v2") else ""
+            telemetry.request_finished(
+                RequestDone(
+                    endpoint,
+                    protocol,
+                    "",
+                    None,
+                    status,
+                    time.perf_counter() - started,
+                    None,
+                )
+            )
 
     async def _serve(
         self, route: tuple[str, str, str | None], scope: Scope, receive: Receive, send: Send

@@ -20,7 +20,7 @@ from fastapi.responses import Response
 
 from service.codecs.examples import predict_example
 from service.codecs.v2 import model_metadata
-from service.dataplane import DataPlane, ModelSummary
+from service.dataplane import DataPlane
 from service.http import docs
 from service.http.errors import JSON, install_error_handlers
 from service.http.handlers import (
@@ -33,6 +33,8 @@ from service.http.handlers import (
 )
 from service.http.ids import request_id_from_headers
 from service.http.state import ServiceState
+from service.http.telemetry_routes import build_telemetry_router
+from service.types import ModelSummary
 
 try:
     __version__ = version("probserve")
@@ -64,6 +66,7 @@ def build_fastapi(state: ServiceState, lifespan: Lifespan) -> FastAPI:
     app.include_router(_v1_routes(state))
     app.include_router(_v2_routes(state))
     app.include_router(_control_routes(state))
+    app.include_router(build_telemetry_router(state))
     _document_with_examples(app, state)
     return app
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from service.batching import BatchObserver
-from service.dataplane import DataPlane, PredictionObserver
+from service.dataplane import DataPlane
 from service.errors import Forbidden, ModelNotReady, Unauthorized
-from service.http.hooks import RequestHooks
 from service.registry import ModelRegistry
+from service.runtime import resolve_providers
+from service.serving import VersionLoader
 from service.settings import Settings
+from service.telemetry import Telemetry
 
 logger = logging.getLogger("probserve.http")
 
@@ -26,9 +26,7 @@ class ServiceState:
     """Per-app state; one per :func:`create_app` call."""
 
     settings: Settings
-    hooks: RequestHooks = field(default_factory=RequestHooks)
-    observers: Sequence[PredictionObserver] = ()
-    batch_observers: Sequence[BatchObserver] = ()
+    telemetry: Telemetry = field(default_factory=Telemetry)
     dataplane_: DataPlane | None = None
 
     @property
@@ -45,17 +43,23 @@ class ServiceState:
         the process fails at start-up instead of serving on the wrong device.
         """
         s = self.settings
-        registry = ModelRegistry(
-            s.model_repository,
-            version_policy=s.version_policy,
-            providers=s.providers,
+        loader = VersionLoader(
+            resolve_providers(s.providers),
             intra_op_threads=s.intra_op_threads,
             max_batch_size=s.max_batch_size,
             max_queue_delay_us=s.max_queue_delay_us,
-            poll_interval_s=s.poll_interval_s,
-            batch_observers=self.batch_observers,
+            batch_observers=(self.telemetry.batch_ran,),
         )
-        dataplane = DataPlane(registry, list(self.observers))
+        registry = ModelRegistry(
+            s.model_repository,
+            loader,
+            version_policy=s.version_policy,
+            poll_interval_s=s.poll_interval_s,
+            events=self.telemetry,
+        )
+        # The log opens first, so the first prediction has somewhere to go.
+        await self.telemetry.start()
+        dataplane = DataPlane(registry, self.telemetry)
         await dataplane.start()
         self.dataplane_ = dataplane
         index = registry.index()
@@ -63,15 +67,16 @@ class ServiceState:
             "serving %d model version(s) from %s with %s; ready=%s",
             sum(1 for row in index if row.state == "READY"),
             s.model_repository,
-            registry.providers.primary,
+            loader.providers.primary,
             dataplane.ready(),
         )
 
     async def stop(self) -> None:
-        """Drain the batchers: queued requests finish before the process exits."""
+        """Drain the batchers, then the prediction log: nothing served is lost on SIGTERM."""
         dataplane, self.dataplane_ = self.dataplane_, None
         if dataplane is not None:
             await dataplane.stop()
+        await self.telemetry.stop()
 
     def ready(self) -> bool:
         """Every configured model is loaded."""

@@ -1,4 +1,4 @@
-"""Model runtime: execution providers, bundle loading and verification, served versions."""
+"""Model runtime: execution providers, bundle loading and verification (ONNX Runtime only)."""
 
 from service.runtime.model import LoadedModel, load_model
 from service.runtime.providers import (
@@ -11,7 +11,6 @@ from service.runtime.providers import (
     resolve_providers,
     session_options,
 )
-from service.runtime.serving import ServedVersion, Uncertainty, derive_uncertainty
 
 __all__ = [
     "CPU",
@@ -19,11 +18,8 @@ __all__ = [
     "ExecutionProviders",
     "LoadedModel",
     "ProviderError",
-    "ServedVersion",
-    "Uncertainty",
     "cuda_device_usable",
     "cuda_provider_options",
-    "derive_uncertainty",
     "load_model",
     "resolve_providers",
     "session_options",

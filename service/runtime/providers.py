@@ -18,14 +18,11 @@ from typing import Any
 import onnxruntime as ort
 
 from service.errors import UsageError
+from service.provider_names import CPU as CPU
+from service.provider_names import CUDA as CUDA
+from service.provider_names import parse_provider_names
 
 logger = logging.getLogger(__name__)
-
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-
-#: Short names accepted on the command line and in settings.
-PROVIDER_ALIASES = {"cpu": CPU, "cuda": CUDA}
 
 #: A one-node float graph (Relu on [1]), used to ask onnxruntime whether a CUDA session really
 #: starts (driver, device, CUDA and cuDNN libraries) without depending on the ``onnx`` package.
@@ -80,23 +77,10 @@ def cuda_provider_options(device_id: int = 0) -> dict[str, str]:
 
 def parse_provider_spec(spec: str | Sequence[str]) -> tuple[list[str], bool]:
     """``"auto"``, ``"cpu"``, ``"cuda,cpu"`` or full ORT names -> (names, explicit)."""
-    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [*spec]
-    items = [s for s in items if s]
-    if not items or items == ["auto"]:
-        return [], False
-    names: list[str] = []
-    known = {*PROVIDER_ALIASES.values()}
-    for item in items:
-        name = PROVIDER_ALIASES.get(item.lower(), item)
-        if name == "auto":
-            raise ProviderError("'auto' cannot be combined with other providers")
-        if name not in known:
-            raise ProviderError(
-                f"unknown execution provider {item!r}: use auto, cpu, cuda or a list like cuda,cpu"
-            )
-        if name not in names:
-            names.append(name)
-    return names, True
+    try:
+        return parse_provider_names(spec)
+    except ValueError as exc:
+        raise ProviderError(str(exc)) from None
 
 
 @lru_cache(maxsize=8)

@@ -10,8 +10,11 @@ from service.uncertainty.intervals import (
     logit_intervals,
     student_t_quantile,
 )
+from service.uncertainty.levels import MAX_CONFIDENCE_LEVEL, MIN_CONFIDENCE_LEVEL
 
 __all__ = [
+    "MAX_CONFIDENCE_LEVEL",
+    "MIN_CONFIDENCE_LEVEL",
     "conformal_scores",
     "conformal_threshold",
     "ensemble_mean",

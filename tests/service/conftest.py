@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,9 +19,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from service.batching import BatchObserver
 from service.bundle import CategoricalFeature, Feature, NumericFeature
 from service.http import create_app
 from service.http.lean import LeanApp
+from service.registry import ModelEvents, ModelRegistry
+from service.runtime import resolve_providers
+from service.serving import VersionLoader
 from service.settings import Settings
 from tests.support import free_port
 from training.bundle_writer import write_bundle
@@ -116,6 +120,8 @@ HTTP_TEST_SETTINGS: dict[str, Any] = {
     "max_rows_per_request": 50,
     "max_request_bytes": 64 * 1024,
     "max_queue_delay_us": 200,
+    # Tests that need the log give it a temporary database of their own.
+    "prediction_log_url": "none",
 }
 
 
@@ -234,8 +240,12 @@ def start_live_server(repository: Path, log: Path, *args: str, **env: str) -> Li
         "--model-repository", str(repository), "--host", "127.0.0.1", "--port", str(port),
         *args,
     ]  # fmt: skip
+    # Run in the log's directory: the default prediction log (./predictions.sqlite) and its
+    # spool land in the test's temporary directory, as they would in a user's working directory.
     with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=environment)
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, env=environment, cwd=log.parent
+        )
     server = LiveServer(process, f"http://127.0.0.1:{port}", port, log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -257,3 +267,25 @@ def live_server(bundle_repository: Path, tmp_path: Path) -> Iterator[LiveServer]
     server = start_live_server(bundle_repository, tmp_path / "server.log")
     yield server
     server.stop()
+
+
+def make_registry(
+    repository: Path,
+    *,
+    version_policy: str | int = "latest",
+    poll_interval_s: float = 0.0,
+    events: ModelEvents | None = None,
+    batch_observers: Sequence[BatchObserver] = (),
+    **loader_args: Any,
+) -> ModelRegistry:
+    """A registry over ``repository`` loading on CPU; ``loader_args`` go to VersionLoader."""
+    loader = VersionLoader(
+        resolve_providers("cpu"), batch_observers=tuple(batch_observers), **loader_args
+    )
+    return ModelRegistry(
+        repository,
+        loader,
+        version_policy=version_policy,
+        poll_interval_s=poll_interval_s,
+        events=events,
+    )

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from service.batching import BatchOutput, BatchStats, DynamicBatcher
-from service.dataplane import FeatureBatch
-from service.runtime import LoadedModel, Uncertainty, derive_uncertainty, load_model
+from service.runtime import LoadedModel, load_model
+from service.serving import Uncertainty, derive_uncertainty
+from service.types import FeatureBatch
 from tests.service.conftest import BundleFactory
 
 T = TypeVar("T")

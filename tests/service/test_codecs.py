@@ -13,8 +13,8 @@ import pytest
 from service.bundle import Manifest, read_manifest
 from service.codecs.records import decode_predict_request, encode_predict_response
 from service.codecs.v2 import decode_infer_request, encode_infer_response
-from service.dataplane import ModelHandle, PredictionResult
 from service.errors import InvalidInput
+from service.types import ModelHandle, PredictionResult
 
 
 @pytest.fixture

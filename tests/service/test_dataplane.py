@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 
 from service.bundle import read_manifest
 from service.bundle.columns import graph_columns
-from service.dataplane import DataPlane, FeatureBatch, ModelHandle, PredictionResult
+from service.dataplane import DataPlane
 from service.errors import InvalidInput, ModelNotFound, ModelNotReady
-from service.registry import ModelRegistry
+from service.telemetry import PredictionServed, Telemetry
+from service.types import FeatureBatch, ModelHandle, PredictionResult
 from service.uncertainty import ensemble_mean
-from tests.service.conftest import TEST_CLASSES, BundleFactory
+from tests.service.conftest import TEST_CLASSES, BundleFactory, make_registry
 from tests.service.test_batching import rows
 from tests.service.test_registry import corrupt
 
@@ -30,34 +31,33 @@ def run(scenario: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(scenario())  # type: ignore[arg-type]
 
 
-class Recorder:
-    """A prediction observer that keeps what it was told."""
+class Recorder(Telemetry):
+    """Telemetry that keeps every prediction it was told of."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[int, PredictionResult, str, str]] = []
+        self.calls: list[PredictionServed] = []
 
-    def on_prediction(
-        self, batch: FeatureBatch, result: PredictionResult, request_id: str, endpoint: str
-    ) -> None:
-        self.calls.append((batch.rows, result, request_id, endpoint))
+    def prediction_served(self, served: PredictionServed) -> None:
+        self.calls.append(served)
 
 
-class Broken:
-    """An observer that always fails: the prediction must still be answered."""
+class Broken(Telemetry):
+    """Telemetry that always fails: the prediction must still be answered."""
 
-    def on_prediction(
-        self, batch: FeatureBatch, result: PredictionResult, request_id: str, endpoint: str
-    ) -> None:
+    def prediction_served(self, served: PredictionServed) -> None:
         raise RuntimeError("metrics backend down")
 
 
 def with_plane(
-    repository: Path, body: Callable[[DataPlane], Awaitable[T]], **registry_args: object
+    repository: Path,
+    body: Callable[[DataPlane], Awaitable[T]],
+    telemetry: Telemetry | None = None,
+    **registry_args: Any,
 ) -> T:
     """Start a DataPlane over ``repository``, run ``body``, stop it."""
 
     async def scenario() -> T:
-        plane = DataPlane(ModelRegistry(repository, providers="cpu", **registry_args))  # type: ignore[arg-type]
+        plane = DataPlane(make_registry(repository, **registry_args), telemetry)
         await plane.start()
         try:
             return await body(plane)
@@ -112,24 +112,31 @@ def test_probabilities_are_the_mean_of_the_stored_sample_outputs(bundle_reposito
     assert result.handle.version == 1
 
 
-def test_observers_see_every_success_with_request_id_and_endpoint(bundle_repository: Path) -> None:
+def test_telemetry_sees_every_success_with_request_id_and_protocol(
+    bundle_repository: Path,
+) -> None:
     recorder = Recorder()
 
     async def body(plane: DataPlane) -> PredictionResult:
-        plane.add_observer(Broken())
-        plane.add_observer(recorder)
         handle = plane.resolve("toy")
         with pytest.raises(InvalidInput, match="confidence_level"):
             await plane.infer(handle, rows(1, 0), 0.4)
-        return await plane.infer(handle, rows(2, 1), 0.9, request_id="r-1", endpoint="v1")
+        return await plane.infer(handle, rows(2, 1), 0.9, request_id="r-1", protocol="v1")
 
-    result = with_plane(bundle_repository, body)
-    assert len(recorder.calls) == 1, (
-        "a refused request is not observed; a broken observer is survived"
-    )
-    n, seen, request_id, endpoint = recorder.calls[0]
-    assert (n, request_id, endpoint) == (2, "r-1", "v1")
-    assert seen is result
+    result = with_plane(bundle_repository, body, recorder)
+    assert len(recorder.calls) == 1, "a refused request is not reported"
+    served = recorder.calls[0]
+    assert (served.batch.rows, served.request_id, served.protocol) == (2, "r-1", "v1")
+    assert served.result is result
+    assert served.latency_s > 0
+
+
+def test_broken_telemetry_does_not_fail_a_prediction(bundle_repository: Path) -> None:
+    async def body(plane: DataPlane) -> PredictionResult:
+        return await plane.infer(plane.resolve("toy"), rows(2, 1), 0.9)
+
+    result = with_plane(bundle_repository, body, Broken())
+    assert result.probabilities.shape == (2, 3)
 
 
 @pytest.mark.parametrize("level", [0.0, 0.49, 0.9991, 1.0, float("nan")])

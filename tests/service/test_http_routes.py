@@ -7,6 +7,9 @@ from typing import Any
 
 import pytest
 
+from service.batching import BatchStats
+from service.telemetry import PredictionServed, RequestDone, Telemetry
+from service.types import ModelHandle
 from tests.service.conftest import (
     ADMIN_TOKEN,
     TEST_CLASSES,
@@ -243,74 +246,88 @@ def test_fastapi_routes_answer_like_the_lean_front(service: InProcessService) ->
         assert routed.headers["content-type"] == lean.headers["content-type"]
 
 
-def test_request_hooks_see_every_hot_path_request(
-    bundle_repository: Path,
-) -> None:
+class TelemetryRecorder(Telemetry):
+    """Telemetry that keeps every event, as metrics and the log would receive them."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.finished: list[RequestDone] = []
+        self.predictions: list[PredictionServed] = []
+        self.batches: list[BatchStats] = []
+        self.loaded: list[tuple[str, int]] = []
+
+    def request_started(self, endpoint: str) -> None:
+        self.started.append(endpoint)
+
+    def request_finished(self, done: RequestDone) -> None:
+        assert done.seconds >= 0
+        self.finished.append(done)
+
+    def prediction_served(self, served: PredictionServed) -> None:
+        self.predictions.append(served)
+
+    def batch_ran(self, stats: BatchStats) -> None:
+        self.batches.append(stats)
+
+    def model_loaded(self, handle: ModelHandle) -> None:
+        self.loaded.append((handle.name, handle.version))
+
+
+def test_telemetry_sees_every_request_on_every_route(bundle_repository: Path) -> None:
     from service.http import create_app
-    from service.http.hooks import RequestHooks
     from service.settings import Settings
     from tests.service.conftest import HTTP_TEST_SETTINGS
 
-    class Recorder(RequestHooks):
-        def __init__(self) -> None:
-            self.started: list[str] = []
-            self.finished: list[tuple[str, str, int, str | None]] = []
-
-        def request_started(self, endpoint: str) -> None:
-            self.started.append(endpoint)
-
-        def request_finished(
-            self, endpoint: str, model: str, status: int, seconds: float, error_type: str | None
-        ) -> None:
-            assert seconds >= 0
-            self.finished.append((endpoint, model, status, error_type))
-
-    recorder = Recorder()
+    recorder = TelemetryRecorder()
     settings = Settings(model_repository=bundle_repository, **HTTP_TEST_SETTINGS)
-    service = InProcessService(create_app(settings, hooks=recorder)).start()
+    service = InProcessService(create_app(settings, telemetry=recorder)).start()
     try:
         service.post("/v1/models/toy/predict", json={"instances": [ROW]})
         service.post("/v1/models/toy/predict", json={"instances": []})
         service.post("/v2/models/nope/infer", json={})
+        service.get("/v1/models/toy")
+        service.get("/healthz")
+        service.get("/no/such/route")
     finally:
         service.close()
-    assert recorder.started == ["v1_predict", "v1_predict", "v2_infer"]
-    assert recorder.finished == [
-        ("v1_predict", "toy", 200, None),
-        ("v1_predict", "toy", 400, "invalid_input"),
-        ("v2_infer", "", 404, "model_not_found"),
+    seen = [
+        (d.endpoint, d.protocol, d.model, d.version, d.status, d.error_type)
+        for d in recorder.finished
     ]
+    assert seen == [
+        ("v1_predict", "v1", "toy", 1, 200, None),
+        ("v1_predict", "v1", "toy", 1, 400, "invalid_input"),
+        ("v2_infer", "v2", "", None, 404, "model_not_found"),
+        ("get_model", "v1", "", None, 200, None),
+        ("healthz", "", "", None, 200, None),
+        ("other", "", "", None, 404, None),
+    ]
+    assert len(recorder.started) == len(recorder.finished)
+    assert recorder.loaded == [("toy", 1)]
 
 
-def test_prediction_and_batch_observers_see_what_was_served(bundle_repository: Path) -> None:
-    from service.batching import BatchStats
-    from service.dataplane import FeatureBatch, PredictionResult
+def test_telemetry_sees_what_was_served_and_each_onnx_call(bundle_repository: Path) -> None:
     from service.http import create_app
     from service.settings import Settings
     from tests.service.conftest import HTTP_TEST_SETTINGS
 
-    predictions: list[tuple[str, str, int]] = []
-    batches: list[BatchStats] = []
-
-    class Predictions:
-        def on_prediction(
-            self, batch: FeatureBatch, result: PredictionResult, request_id: str, endpoint: str
-        ) -> None:
-            predictions.append((endpoint, request_id, batch.rows))
-
+    recorder = TelemetryRecorder()
     settings = Settings(model_repository=bundle_repository, **HTTP_TEST_SETTINGS)
-    app = create_app(settings, observers=[Predictions()], batch_observers=[batches.append])
-    service = InProcessService(app).start()
+    service = InProcessService(create_app(settings, telemetry=recorder)).start()
     try:
         ok = service.post(
             "/v1/models/toy/predict", json={"instances": [ROW, ROW]}, headers={"x-request-id": "r1"}
         )
         assert ok.status_code == 200
-        service.post("/v1/models/toy/predict", json={"instances": []})  # refused: not observed
+        service.post("/v1/models/toy/predict", json={"instances": []})  # refused: not reported
     finally:
         service.close()
-    assert predictions == [("v1_predict", "r1", 2)]
-    assert [(b.model, b.version, b.rows, b.failed) for b in batches] == [("toy", 1, 2, False)]
+    assert [(p.protocol, p.request_id, p.batch.rows) for p in recorder.predictions] == [
+        ("v1", "r1", 2)
+    ]
+    assert [(b.model, b.version, b.rows, b.failed) for b in recorder.batches] == [
+        ("toy", 1, 2, False)
+    ]
 
 
 def test_hot_reload_serves_a_new_version_and_refuses_a_corrupt_one(

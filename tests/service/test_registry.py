@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from service.bundle import MODEL_FILE, bundle_path
-from service.dataplane import ModelHandle
 from service.errors import ModelLoadError, ModelNotFound, ModelNotReady
-from service.registry import ModelRegistry, ModelState, VersionPolicy
 from service.runtime import load_model
-from tests.service.conftest import BundleFactory, write_test_bundle
+from service.types import ModelHandle, ModelState
+from service.version_policy import VersionPolicy
+from tests.service.conftest import BundleFactory, make_registry, write_test_bundle
 from tests.service.test_batching import rows
 
 T = TypeVar("T")
@@ -78,7 +78,7 @@ def test_version_policy_selects_the_newest_versions(
         repository = bundle_factory("toy", seed=seed).parent.parent
 
     async def scenario() -> None:
-        registry = ModelRegistry(repository, version_policy=policy, providers="cpu")
+        registry = make_registry(repository, version_policy=policy)
         assert not registry.ready()
         await registry.start()
         try:
@@ -107,7 +107,7 @@ def test_version_policy_selects_the_newest_versions(
 
 def test_unknown_model_and_version_are_not_found(bundle_repository: Path) -> None:
     async def scenario() -> None:
-        registry = ModelRegistry(bundle_repository, providers="cpu")
+        registry = make_registry(bundle_repository)
         await registry.start()
         try:
             with pytest.raises(ModelNotFound, match="unknown model 'nope'"):
@@ -131,7 +131,7 @@ def test_a_refused_bundle_is_skipped_and_the_rest_serve(bundle_factory: BundleFa
     corrupt(bundle_factory("mixed", seed=2))  # newest version corrupt: version 1 serves
 
     async def scenario() -> None:
-        registry = ModelRegistry(repository, providers="cpu")
+        registry = make_registry(repository)
         await registry.start()
         try:
             assert registry.resolve("good").version == 1
@@ -164,7 +164,7 @@ def test_unload_and_load(bundle_factory: BundleFactory) -> None:
     bundle_factory("other")
 
     async def scenario() -> None:
-        registry = ModelRegistry(repository, providers="cpu")
+        registry = make_registry(repository)
         await registry.start()
         try:
             await registry.unload("toy")
@@ -189,7 +189,7 @@ def test_hot_reload_swaps_in_a_new_version_and_refuses_a_corrupt_one(
     repository = bundle_factory("toy", seed=0).parent.parent
 
     async def scenario() -> None:
-        registry = ModelRegistry(repository, providers="cpu", poll_interval_s=0.05)
+        registry = make_registry(repository, poll_interval_s=0.05)
         await registry.start()
         try:
             first = registry.resolve("toy")
@@ -233,7 +233,7 @@ def test_requests_in_flight_finish_on_the_version_they_resolved(
 
     async def scenario() -> tuple[ModelHandle, np.ndarray, ModelHandle, np.ndarray]:
         # A long queue delay keeps the first request waiting in version 1's batcher.
-        registry = ModelRegistry(repository, providers="cpu", max_queue_delay_us=300_000)
+        registry = make_registry(repository, max_queue_delay_us=300_000)
         await registry.start()
         try:
             old = registry.resolve("toy")
@@ -260,7 +260,7 @@ def test_requests_in_flight_finish_on_the_version_they_resolved(
 
 
 def test_nothing_serves_before_start(bundle_repository: Path) -> None:
-    registry = ModelRegistry(bundle_repository, providers="cpu")
+    registry = make_registry(bundle_repository)
     assert not registry.ready()
     with pytest.raises(ModelNotFound):
         registry.resolve("toy")  # nothing scanned before start(): unknown, not a crash

@@ -107,8 +107,10 @@ def test_bundle_runs_on_cuda_where_a_device_exists(bundle_factory: BundleFactory
     """
     if not cuda_device_usable():
         pytest.skip(NO_GPU_REASON)
-    from service.dataplane import DataPlane, FeatureBatch
+    from service.dataplane import DataPlane
     from service.registry import ModelRegistry
+    from service.serving import VersionLoader
+    from service.types import FeatureBatch
 
     bundle = bundle_factory("toy")
     model = load_model(bundle, providers=resolve_providers("cuda"))
@@ -117,7 +119,8 @@ def test_bundle_runs_on_cuda_where_a_device_exists(bundle_factory: BundleFactory
     np.testing.assert_allclose(model.run(columns), model.manifest.sample.outputs, atol=1e-4)
 
     async def through_the_data_plane() -> str:
-        plane = DataPlane(ModelRegistry(bundle.parent.parent, providers="auto"))
+        loader = VersionLoader(resolve_providers("auto"))
+        plane = DataPlane(ModelRegistry(bundle.parent.parent, loader))
         await plane.start()
         try:
             handle = plane.resolve("toy")

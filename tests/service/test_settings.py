@@ -66,6 +66,11 @@ def test_environment_and_explicit_values(monkeypatch: pytest.MonkeyPatch) -> Non
         ("workers", "0", "greater than or equal to 1"),
         ("confidence_level", "1.5", "0.999"),
         ("providers", "gpu", "unknown execution provider 'gpu'"),
+        # The runtime refuses TensorRT (not in the onnxruntime packages we install): so must
+        # the settings check, rather than pass it and fail at start-up.
+        ("providers", "tensorrt", "unknown execution provider 'tensorrt'"),
+        ("prediction_log_url", "mysql://x", "sqlite:///"),
+        ("prediction_log_sample_rate", "1.5", "less than or equal to 1"),
         ("version_policy", "newest", "latest:N"),
         ("log_format", "xml", "plain"),
         ("max_queue_delay_us", "-1", "greater than or equal to 0"),
@@ -81,6 +86,27 @@ def test_bad_values_are_named_with_their_variable(
     assert f"PROBSERVE_{field.upper()}" in message
     assert fragment in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("value", "stored", "latest"),
+    [("latest", "latest:1", 1), ("LATEST:3", "latest:3", 3), ("all", "all", None)],
+)
+def test_version_policy_accepts_what_the_readme_lists(
+    monkeypatch: pytest.MonkeyPatch, value: str, stored: str, latest: int | None
+) -> None:
+    monkeypatch.setenv("PROBSERVE_VERSION_POLICY", value)
+    settings = Settings()
+    assert (settings.version_policy, settings.latest_versions) == (stored, latest)
+
+
+def test_a_database_url_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROBSERVE_PREDICTION_LOG_URL", "mysql://admin:hunter2@db/x")
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    message = describe_validation_error(info.value)
+    assert "PROBSERVE_PREDICTION_LOG_URL" in message
+    assert "hunter2" not in message
 
 
 def test_serve_flags_override_env_and_unset_flags_keep_it(

@@ -1,16 +1,23 @@
-"""What the request path needs of one served version, built once at load time."""
+"""What the request path needs of one served version, built once at load time.
+
+The data plane owns this step, not the runtime: ONNX Runtime gives member probabilities, and
+turning them into means, intervals and sets per batch is the data plane's uncertainty step
+(docs/architecture.md, "Request path"). :class:`VersionLoader` is the registry's one loader.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
 from service.batching import BatchObserver, DynamicBatcher
-from service.runtime.model import LoadedModel
+from service.runtime import ExecutionProviders, LoadedModel, load_model
+from service.types import ModelHandle
 from service.uncertainty import (
     conformal_threshold,
     ensemble_mean,
@@ -92,3 +99,41 @@ class ServedVersion:
             observers=batch_observers,
         )
         return cls(model, batcher, labels, scores)
+
+    async def close(self) -> None:
+        """Drain the batcher: queued and running batches finish on this version."""
+        await self.batcher.close()
+
+
+@dataclass(frozen=True)
+class VersionLoader:
+    """Bundle directory -> verified, warmed-up, served :class:`ModelHandle` (the registry's loader).
+
+    Everything the registry need not know (providers, threads, batching, telemetry of batches)
+    is fixed here once, so the registry deals only in versions and policy.
+    """
+
+    providers: ExecutionProviders
+    intra_op_threads: int = 1
+    max_batch_size: int = 64
+    max_queue_delay_us: int = 0
+    batch_observers: Sequence[BatchObserver] = field(default=())
+
+    def __call__(self, path: Path, name: str, version: int) -> ModelHandle:
+        """Load, verify and warm up one version (blocking: the registry runs it in a thread)."""
+        loaded = load_model(
+            path,
+            name=name,
+            version=version,
+            providers=self.providers,
+            intra_op_threads=self.intra_op_threads,
+        )
+        runtime = ServedVersion.create(
+            loaded,
+            max_batch_size=self.max_batch_size,
+            max_queue_delay_us=self.max_queue_delay_us,
+            batch_observers=self.batch_observers,
+        )
+        return ModelHandle(
+            loaded.name, loaded.version, loaded.manifest, loaded.provider, runtime=runtime
+        )

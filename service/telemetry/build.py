@@ -1,0 +1,27 @@
+"""Build the server's telemetry from its settings: the one place metrics and the log are wired."""
+
+from __future__ import annotations
+
+from service.settings import Settings
+from service.telemetry.metrics import ServiceMetrics
+from service.telemetry.recorder import ServiceTelemetry
+
+
+def build_telemetry(settings: Settings) -> ServiceTelemetry:
+    """Metrics when ``metrics`` is on, the prediction log unless its URL is ``none``."""
+    from service.predlog.urls import parse_log_url
+
+    metrics = ServiceMetrics() if settings.metrics else None
+    telemetry = ServiceTelemetry(metrics, sample_rate=settings.prediction_log_sample_rate)
+    url = settings.prediction_log_url
+    if parse_log_url(url) is not None:
+        from service.predlog import PredictionLog
+
+        telemetry.prediction_log = PredictionLog(
+            url,
+            queue_rows=settings.prediction_log_queue_rows,
+            spool_dir=settings.prediction_log_spool_dir,
+            retention_days=settings.prediction_log_retention_days or None,
+            on_rows=telemetry.count_log_rows,
+        )
+    return telemetry

@@ -1,0 +1,205 @@
+"""The server's telemetry: Prometheus metrics and the prediction log behind one interface."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from service.batching import BatchStats
+from service.telemetry.events import PredictionServed, RequestDone, Telemetry
+from service.telemetry.metrics import ServiceMetrics
+from service.types import ModelHandle
+
+if TYPE_CHECKING:
+    from service.predlog import FeedbackCounts, FeedbackLabel, PredictionLog, PredictionRecord
+
+logger = logging.getLogger(__name__)
+
+#: Status code -> the bounded ``code`` label ("2xx", "4xx", ...).
+_CODE_CLASS = {status: f"{status // 100}xx" for status in range(100, 600)}
+
+
+class ServiceTelemetry(Telemetry):
+    """Metrics (when on) and the prediction log (when configured); one per app."""
+
+    def __init__(
+        self,
+        metrics: ServiceMetrics | None,
+        prediction_log: PredictionLog | None = None,
+        *,
+        sample_rate: float = 1.0,
+    ) -> None:
+        """``sample_rate`` is the share of requests whose predictions are logged."""
+        self.metrics = metrics
+        self.prediction_log = prediction_log
+        self._sample_rate = sample_rate
+        self._versions: dict[int, str] = {}
+        #: (model, version) -> the model_info label values it was published with.
+        self._served: dict[tuple[str, int], tuple[str, str, str, str]] = {}
+
+    def _version(self, version: int | None) -> str:
+        if version is None:
+            return ""
+        text = self._versions.get(version)
+        if text is None:
+            text = self._versions[version] = str(version)
+        return text
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def request_started(self, endpoint: str) -> None:
+        """Count the request in flight."""
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
+
+    def request_finished(self, done: RequestDone) -> None:
+        """Latency by model/version/protocol/endpoint/status class; errors by type."""
+        m = self.metrics
+        if m is None:
+            return
+        m.in_flight.dec()
+        m.request_duration.labels(
+            done.model,
+            self._version(done.version),
+            done.protocol,
+            done.endpoint,
+            _CODE_CLASS.get(done.status, "other"),
+        ).observe(done.seconds)
+        if done.error_type is not None:
+            m.errors.labels(done.model, done.error_type).inc()
+
+    # -- predictions and batches ---------------------------------------------------------------
+
+    def prediction_served(self, served: PredictionServed) -> None:
+        """Per-instance figures (class, interval width, set size), then the prediction log."""
+        result = served.result
+        handle = result.handle
+        m = self.metrics
+        if m is not None:
+            version = self._version(handle.version)
+            classes = handle.manifest.classes
+            predicted = result.probabilities.argmax(axis=1)
+            counts = np.bincount(predicted, minlength=len(classes))
+            for index in np.flatnonzero(counts):
+                m.predictions.labels(handle.name, version, classes[index]).inc(int(counts[index]))
+            rows = np.arange(len(predicted))
+            widths = (result.upper - result.lower)[rows, predicted]
+            width_hist = m.interval_width.labels(handle.name, version)
+            for width in widths.tolist():
+                width_hist.observe(width)
+            size_hist = m.set_size.labels(handle.name, version)
+            for size in result.prediction_sets.sum(axis=1).tolist():
+                size_hist.observe(size)
+            wait = result.timings.get("queue_wait")
+            if wait is not None:
+                m.queue_wait.labels(handle.name, version).observe(wait)
+        log = self.prediction_log
+        if log is not None and (self._sample_rate >= 1.0 or random.random() < self._sample_rate):
+            log.enqueue(_record(served))
+
+    def batch_ran(self, stats: BatchStats) -> None:
+        """Inference time and rows of one ONNX call."""
+        m = self.metrics
+        if m is None or stats.failed:
+            return
+        version = self._version(stats.version)
+        m.inference_duration.labels(stats.model, version).observe(stats.inference_seconds)
+        m.batch_rows.labels(stats.model, version).observe(stats.rows)
+
+    # -- model events --------------------------------------------------------------------------
+
+    def model_loaded(self, handle: ModelHandle) -> None:
+        """Publish the version's info and mark the model ready."""
+        m = self.metrics
+        if m is None:
+            return
+        version = self._version(handle.version)
+        labels = (handle.name, version, handle.provider, str(handle.manifest.members))
+        self._served[(handle.name, handle.version)] = labels
+        m.model_info.labels(*labels).set(1)
+        m.model_loaded_at.labels(handle.name, version).set(time.time())
+        m.model_ready.labels(handle.name).set(1)
+
+    def model_refused(self, name: str, version: int, reason: str) -> None:
+        """Count the refusal."""
+        if self.metrics is not None:
+            self.metrics.load_failures.labels(name).inc()
+
+    def model_unloaded(self, name: str, version: int) -> None:
+        """Zero the version's info; the model is not ready once no version serves."""
+        m = self.metrics
+        labels = self._served.pop((name, version), None)
+        if m is None or labels is None:
+            return
+        m.model_info.labels(*labels).set(0)
+        if not any(served_name == name for served_name, _ in self._served):
+            m.model_ready.labels(name).set(0)
+
+    # -- feedback and lifecycle ----------------------------------------------------------------
+
+    def render_metrics(self) -> tuple[bytes, str] | None:
+        """The exposition of this app's metrics (every worker's, in multiprocess mode)."""
+        return None if self.metrics is None else self.metrics.render()
+
+    async def record_feedback(
+        self, model: str, labels: Sequence[FeedbackLabel], classes: Sequence[str]
+    ) -> FeedbackCounts | None:
+        """Store ground-truth labels against logged predictions; None when the log is off."""
+        log = self.prediction_log
+        if log is None:
+            return None
+        counts = await asyncio.to_thread(log.record_feedback, model, labels, set(classes))
+        if self.metrics is not None:
+            for outcome in ("accepted", "unknown", "invalid"):
+                n = getattr(counts, outcome)
+                if n:
+                    self.metrics.feedback.labels(model, outcome).inc(n)
+        return counts
+
+    def count_log_rows(self, outcome: str, rows: int) -> None:
+        """The prediction log's writer reports row outcomes here (any thread)."""
+        m = self.metrics
+        if m is None:
+            return
+        m.log_rows.labels(outcome).inc(rows)
+        if self.prediction_log is not None:
+            m.log_queue_rows.set(self.prediction_log.queue_rows())
+
+    async def start(self) -> None:
+        """Open the prediction log (creates or migrates its tables)."""
+        if self.prediction_log is not None:
+            await asyncio.to_thread(self.prediction_log.start)
+
+    async def stop(self) -> None:
+        """Drain the prediction log's queue before the process exits."""
+        if self.prediction_log is not None:
+            await asyncio.to_thread(self.prediction_log.stop)
+
+
+def _record(served: PredictionServed) -> PredictionRecord:
+    from service.predlog import PredictionRecord
+
+    result = served.result
+    handle = result.handle
+    return PredictionRecord(
+        logged_at=served.served_at,
+        request_id=served.request_id,
+        model=handle.name,
+        version=handle.version,
+        protocol=served.protocol,
+        classes=handle.manifest.classes,
+        features=served.batch.columns,
+        probabilities=result.probabilities,
+        lower=result.lower,
+        upper=result.upper,
+        prediction_sets=result.prediction_sets,
+        labels=result.labels,
+        confidence_level=result.confidence_level,
+        latency_s=served.latency_s,
+    )
