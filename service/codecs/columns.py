@@ -4,15 +4,18 @@ This is the hot path of every request, so each converter makes one type-checking
 column (``type(v) is float`` is far cheaper than ``isinstance`` chains or a pydantic model per
 row) and lets numpy do the arithmetic checks on the whole column at once.
 
-Rules (DESIGN.md, "The model bundle"):
+Rules (docs/architecture.md, "The model bundle"):
 
 - numeric features take JSON numbers; ``null`` is a missing value (NaN, imputed in the graph);
   booleans, strings and containers are refused; infinities, and numbers that overflow float32,
   are refused because the graph's standardisation would turn them into inf/NaN silently.
 - categorical features take strings; ``null`` is missing (``""``, the graph's unknown bucket).
   JSON integers are accepted and turned into their decimal text (``3`` -> ``"3"``), since a
-  category coded as an integer in the training data is stored as that text; floats and booleans
-  are refused because their text (``"3.0"``, ``"True"``) would silently miss every category.
+  category coded as an integer in the training data is stored as that text; floats are refused
+  because their text (``"3.0"``) would silently miss every category. Booleans are accepted only
+  for a feature whose categories are boolean texts (a True/False column the trainer read as
+  bool and stored as ``str(value)``): ``true`` -> ``"True"``, so a row written by pandas'
+  ``to_json`` is read as the trainer saw it; elsewhere their text would miss every category.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import orjson
 from numpy.typing import NDArray
 
 from service.bundle.columns import MISSING_CATEGORY
+from service.codecs.text import check_text
 from service.errors import InvalidInput
 
 MIN_CONFIDENCE_LEVEL = 0.5
@@ -35,6 +39,11 @@ MAX_CONFIDENCE_LEVEL = 0.999
 
 NUMERIC_EXPECTED = "a finite number or null"
 CATEGORICAL_EXPECTED = "a string, an integer or null"
+BOOLEAN_CATEGORICAL_EXPECTED = "a boolean, a string, an integer or null"
+
+#: The text the trainer stores for a boolean value (``str(True)``, training/data.py).
+BOOLEAN_TEXT = {True: "True", False: "False"}
+_BOOLEAN_CATEGORIES = frozenset(BOOLEAN_TEXT.values())
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _NUMERIC_TYPES = frozenset({float, int, type(None)})
@@ -137,10 +146,18 @@ def _finite_float32(
     return wide.astype(np.float32)
 
 
+def is_boolean_feature(categories: Sequence[str]) -> bool:
+    """Whether a categorical feature's training values were booleans ("True"/"False" only)."""
+    return bool(categories) and _BOOLEAN_CATEGORIES.issuperset(categories)
+
+
 def categorical_column(
-    values: list[Any], feature: str, what: str = "instance"
+    values: list[Any], feature: str, what: str = "instance", categories: Sequence[str] = ()
 ) -> NDArray[np.object_]:
-    """JSON values of one categorical feature -> object [N, 1] of str; ``None`` becomes ""."""
+    """JSON values of one categorical feature -> object [N, 1] of str; ``None`` becomes "".
+
+    ``categories`` (the feature's) decides whether JSON booleans are accepted (module docstring).
+    """
     column = np.empty((len(values), 1), dtype=object)
     if _STR_ONLY.issuperset(map(type, values)):  # the common case: strings only, no loop
         column[:, 0] = values
@@ -154,8 +171,15 @@ def categorical_column(
             text = MISSING_CATEGORY
         elif t is int:
             text = str(v)
+        elif t is bool and is_boolean_feature(categories):
+            text = BOOLEAN_TEXT[v]
         else:
-            raise bad_value(i, feature, CATEGORICAL_EXPECTED, v, what)
+            expected = (
+                BOOLEAN_CATEGORICAL_EXPECTED
+                if is_boolean_feature(categories)
+                else CATEGORICAL_EXPECTED
+            )
+            raise bad_value(i, feature, expected, v, what)
         if out is None:
             out = list(values)  # copy only when a value must change
         out[i] = text
@@ -181,12 +205,16 @@ def load_json(body: bytes | memoryview) -> Any:
     orjson first (fast). Only if it refuses, the standard library parser tries again, because it
     accepts the ``NaN`` and ``Infinity`` literals that Python's ``json.dumps`` (and so the stock
     ``tritonclient`` JSON path) writes for float NaN: a NaN is then a missing value, and an
-    infinity is refused by the column checks with the instance and feature named.
+    infinity is refused by the column checks with the instance and feature named. That parser
+    also accepts lone UTF-16 surrogates (``"\\ud800"``), which orjson refuses, so what it returns
+    is checked for text that cannot be UTF-8 (:func:`service.codecs.text.check_text`).
     """
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         try:
-            return json.loads(bytes(body))
+            payload = json.loads(bytes(body))
         except (ValueError, RecursionError):
             raise InvalidInput(f"malformed JSON: {exc}", expected="a JSON body") from None
+        check_text(payload)
+        return payload

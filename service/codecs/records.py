@@ -103,7 +103,7 @@ def decode_predict_request(
             name = feature.name
             if isinstance(feature, CategoricalFeature):
                 values = list(map(itemgetter(name), instances))
-                columns[name] = categorical_column(values, name)
+                columns[name] = categorical_column(values, name, categories=feature.categories)
             else:
                 columns[name] = numeric_values[j][:, None]
                 j += 1

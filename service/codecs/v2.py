@@ -18,6 +18,7 @@ and ask for any of them in binary (``parameters.binary_data``, or ``binary_data_
 from __future__ import annotations
 
 import struct
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +28,11 @@ from numpy.typing import NDArray
 
 from service.bundle import CategoricalFeature, Manifest
 from service.codecs.columns import (
+    bad_value,
     categorical_column,
     confidence_level,
     describe,
+    is_boolean_feature,
     load_json,
     numeric_columns,
     numeric_tensor,
@@ -105,18 +108,66 @@ def decode_infer_request(
     payload = load_json(header)
     if type(payload) is not dict:
         raise InvalidInput(f"the request must be a JSON object, got {describe(payload)}")
+    # Every field is checked against the protocol's types (an optional field, when present, has
+    # its type: null is not an object or a string), so no shape of body reaches a 500.
     request_id = payload.get("id")
-    if request_id is not None and type(request_id) is not str:
-        raise InvalidInput(f"'id' must be a string, got {describe(request_id)}", field="id")
-    parameters = payload.get("parameters") or {}
-    if type(parameters) is not dict:
-        raise InvalidInput("'parameters' must be an object", field="parameters")
+    if "id" in payload and type(request_id) is not str:
+        raise InvalidInput(
+            f"'id' must be a string, got {describe(request_id)}", field="id", expected="a string"
+        )
+    parameters = _parameters(payload, "parameters")
     level = default_level
     if "confidence_level" in parameters:
         level = confidence_level(parameters["confidence_level"], "parameters.confidence_level")
+    binary_default = _flag(parameters, "binary_data_output", "parameters.binary_data_output")
     columns, rows = _decode_inputs(payload.get("inputs"), binary, manifest, max_rows)
-    outputs = _requested_outputs(payload.get("outputs"), parameters.get("binary_data_output"))
+    outputs = _requested_outputs(payload.get("outputs"), "outputs" in payload, binary_default)
     return V2Request(FeatureBatch(columns=columns, rows=rows), level, request_id, outputs)
+
+
+_NO_PARAMETERS: dict[str, Any] = {}
+_BYTES_ONLY = frozenset({"BYTES"})
+_BYTES_OR_BOOL = frozenset({"BYTES", "BOOL"})
+_BOOL_ONLY = frozenset({bool})
+_PARAMETER_TYPES = frozenset({bool, int, float, str})
+PARAMETER_EXPECTED = "an object whose values are booleans, numbers or strings"
+
+
+def _parameters(
+    container: dict[str, Any], field: str, feature: str | None = None
+) -> dict[str, Any]:
+    """``container["parameters"]`` checked as the protocol's ``$parameters``; {} when absent."""
+    params = container.get("parameters", _NO_PARAMETERS)
+    named = {} if feature is None else {"feature": feature}
+    if type(params) is not dict:
+        raise InvalidInput(
+            f"{field} must be an object, got {describe(params)}",
+            field=field,
+            expected=PARAMETER_EXPECTED,
+            **named,
+        )
+    if not _PARAMETER_TYPES.issuperset(map(type, params.values())):
+        key, value = next((k, v) for k, v in params.items() if type(v) not in _PARAMETER_TYPES)
+        where = f"{field}[{key!r}]"
+        raise InvalidInput(
+            f"{where}: a parameter is a boolean, a number or a string, got {describe(value)}",
+            field=where,
+            expected="a boolean, a number or a string",
+            **named,
+        )
+    return params
+
+
+def _flag(parameters: dict[str, Any], key: str, field: str) -> bool:
+    """A boolean parameter, False when absent."""
+    value = parameters.get(key, False)
+    if type(value) is not bool:
+        raise InvalidInput(
+            f"{field} must be true or false, got {describe(value)}",
+            field=field,
+            expected="a boolean",
+        )
+    return value
 
 
 def _decode_inputs(
@@ -133,9 +184,14 @@ def _decode_inputs(
     json_numeric: dict[str, list[Any]] = {}
     rows: int | None = None
     offset = 0
-    for tensor in inputs:
+    for k, tensor in enumerate(inputs):
         if type(tensor) is not dict or type(tensor.get("name")) is not str:
-            raise InvalidInput("each input must be an object with a 'name'", field="inputs")
+            got = describe(tensor.get("name")) if type(tensor) is dict else describe(tensor)
+            raise InvalidInput(
+                f"inputs[{k}] must be an object with a string 'name', got {got}",
+                field=f"inputs[{k}]",
+                expected="an object with a string 'name'",
+            )
         name: str = tensor["name"]
         feature = features.get(name)
         if feature is None:
@@ -156,16 +212,29 @@ def _decode_inputs(
                 expected=f"shape [{rows}] or [{rows}, 1]",
             )
         categorical = isinstance(feature, CategoricalFeature)
+        categories = feature.categories if isinstance(feature, CategoricalFeature) else []
         datatype = tensor.get("datatype")
-        expected_types = "BYTES" if categorical else "FP32 (or FP64, FP16, INT*, UINT*)"
-        if (datatype != "BYTES") if categorical else (datatype not in NUMERIC_DATATYPES):
+        if categorical:
+            # A feature trained from a True/False column may also travel as a BOOL tensor,
+            # which is what a client sends for a numpy bool array.
+            boolean = is_boolean_feature(categories)
+            allowed: Collection[str] = _BYTES_OR_BOOL if boolean else _BYTES_ONLY
+            expected_types = "BYTES or BOOL" if boolean else "BYTES"
+        else:
+            allowed, expected_types = NUMERIC_DATATYPES, "FP32 (or FP64, FP16, INT*, UINT*)"
+        if datatype not in allowed:
             raise InvalidInput(
                 f"input {name!r}: expected datatype {expected_types}, got {describe(datatype)}",
                 feature=name,
                 expected=expected_types,
             )
-        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        size = _parameters(tensor, f"inputs[{k}].parameters", name).get("binary_data_size")
         if size is not None:
+            if "data" in tensor:
+                raise InvalidInput(
+                    f"input {name!r} has both 'data' and parameters.binary_data_size: send one",
+                    feature=name,
+                )
             if type(size) is not int or size < 0 or offset + size > len(binary):
                 raise InvalidInput(
                     f"input {name!r}: binary_data_size {size!r} runs past the binary section "
@@ -174,7 +243,7 @@ def _decode_inputs(
                 )
             chunk = binary[offset : offset + size]
             offset += size
-            decoded[name] = _binary_column(chunk, str(datatype), n, name)
+            decoded[name] = _binary_column(chunk, str(datatype), n, name, categories)
         else:
             data = _flat(tensor.get("data"), name)
             if len(data) != n:
@@ -184,7 +253,10 @@ def _decode_inputs(
                     expected=f"{n} elements",
                 )
             if categorical:
-                decoded[name] = categorical_column(data, name, "element")
+                if datatype == "BOOL" and not _BOOL_ONLY.issuperset(map(type, data)):
+                    i = next(i for i, v in enumerate(data) if type(v) is not bool)
+                    raise bad_value(i, name, "true or false (a BOOL tensor)", data[i], "element")
+                decoded[name] = categorical_column(data, name, "element", categories)
             else:  # converted together below, in one numpy pass
                 json_numeric[name] = data
     if json_numeric:
@@ -252,9 +324,13 @@ def _flat(data: Any, name: str) -> list[Any]:
     return data
 
 
-def _binary_column(chunk: memoryview, datatype: str, n: int, name: str) -> NDArray[np.generic]:
+def _binary_column(
+    chunk: memoryview, datatype: str, n: int, name: str, categories: list[str]
+) -> NDArray[np.generic]:
     if datatype == "BYTES":
-        return categorical_column(_deserialize_bytes(chunk, n, name), name, "element")
+        return categorical_column(_deserialize_bytes(chunk, n, name), name, "element", categories)
+    if datatype == "BOOL":
+        return categorical_column(_deserialize_bool(chunk, n, name), name, "element", categories)
     dtype = np.dtype(NUMERIC_DATATYPES[datatype])
     if len(chunk) != n * dtype.itemsize:
         raise InvalidInput(
@@ -264,6 +340,21 @@ def _binary_column(chunk: memoryview, datatype: str, n: int, name: str) -> NDArr
             expected=f"{n * dtype.itemsize} bytes",
         )
     return numeric_tensor(np.frombuffer(chunk, dtype=dtype), name)
+
+
+def _deserialize_bool(chunk: memoryview, n: int, name: str) -> list[Any]:
+    """Triton's BOOL wire format: one byte per element, 0 or 1."""
+    if len(chunk) != n:
+        raise InvalidInput(
+            f"input {name!r}: {len(chunk)} binary bytes for {n} BOOL elements (expected {n})",
+            feature=name,
+            expected=f"{n} bytes",
+        )
+    raw = bytes(chunk)
+    bad = next((i for i, b in enumerate(raw) if b > 1), None)
+    if bad is not None:
+        raise bad_value(bad, name, "a BOOL byte (0 or 1)", raw[bad], "element")
+    return [b == 1 for b in raw]
 
 
 def _deserialize_bytes(chunk: memoryview, n: int, name: str) -> list[Any]:
@@ -296,24 +387,41 @@ def _deserialize_bytes(chunk: memoryview, n: int, name: str) -> list[Any]:
     return values
 
 
-def _requested_outputs(outputs: Any, binary_default: Any) -> tuple[tuple[str, bool], ...]:
-    default = binary_default is True
-    if outputs is None:
+def _requested_outputs(outputs: Any, present: bool, default: bool) -> tuple[tuple[str, bool], ...]:
+    if not present:
         return tuple((name, default) for name in OUTPUT_DATATYPES)
     if type(outputs) is not list:
-        raise InvalidInput("'outputs' must be a list", field="outputs")
-    chosen = []
-    for out in outputs:
-        name = out.get("name") if type(out) is dict else None
-        if name not in OUTPUT_DATATYPES:
+        raise InvalidInput(
+            f"'outputs' must be a list of objects with a 'name', got {describe(outputs)}",
+            field="outputs",
+            expected="a list",
+        )
+    chosen: list[tuple[str, bool]] = []
+    for k, out in enumerate(outputs):
+        if type(out) is not dict:
             raise InvalidInput(
-                f"unknown output {name!r}: expected one of {list(OUTPUT_DATATYPES)}",
-                field="outputs",
+                f"outputs[{k}] must be an object with a 'name', got {describe(out)}",
+                field=f"outputs[{k}]",
+                expected="an object with a 'name'",
+            )
+        name = out.get("name")
+        if type(name) is not str or name not in OUTPUT_DATATYPES:
+            shown = repr(name) if type(name) is str else describe(name)
+            raise InvalidInput(
+                f"outputs[{k}]: unknown output {shown}: expected one of {list(OUTPUT_DATATYPES)}",
+                field=f"outputs[{k}].name",
                 expected=str(list(OUTPUT_DATATYPES)),
             )
-        params = out.get("parameters") or {}
-        binary = params.get("binary_data", default) is True if type(params) is dict else default
-        chosen.append((str(name), binary))
+        if any(name == seen for seen, _ in chosen):
+            raise InvalidInput(
+                f"outputs[{k}]: output {name!r} is requested twice", field=f"outputs[{k}].name"
+            )
+        field = f"outputs[{k}].parameters"
+        params = _parameters(out, field)
+        binary = default
+        if "binary_data" in params:
+            binary = _flag(params, "binary_data", f"{field}.binary_data")
+        chosen.append((name, binary))
     return tuple(chosen)
 
 
