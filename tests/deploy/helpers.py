@@ -1,0 +1,216 @@
+"""Shared by the deployment tests: paths, the pip-installed tools, settings fields, a Dockerfile
+reader and compose variable interpolation."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import yaml
+from pydantic_settings import BaseSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: The Kubernetes version whose schemas the rendered manifests are validated against (the
+#: kubectl client here is 1.32; kubernetes-validate ships schemas up to 1.37).
+KUBERNETES_VERSION = "1.32.0"
+
+
+def venv_tool(name: str) -> str:
+    """A console script of a pinned dev dependency, beside the running interpreter.
+
+    These come with `pip install -e '.[dev]'`, so a missing one fails (never skips).
+    """
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        pytest.fail(f"{name} is not installed: pip install -e '.[dev]' (it is in the dev extra)")
+    return str(path)
+
+
+def env_names(settings_class: type[BaseSettings]) -> set[str]:
+    """The PROBSERVE_* environment variables a pydantic-settings class reads."""
+    prefix = str(settings_class.model_config.get("env_prefix", ""))
+    return {f"{prefix}{name}".upper() for name in settings_class.model_fields}
+
+
+def service_env_names() -> set[str]:
+    """What `probserve serve` reads: service.settings.Settings."""
+    from service.settings import Settings
+
+    return env_names(Settings)
+
+
+def drift_env_names() -> set[str]:
+    """What `probserve drift run|serve` reads: monitoring.drift.settings.DriftSettings."""
+    from monitoring.drift.settings import DriftSettings
+
+    return env_names(DriftSettings)
+
+
+def train_env_names() -> set[str]:
+    """What `probserve train` reads: the envvar of each of its Typer options."""
+    import training.cli
+
+    wrapper = typer.Typer()
+    wrapper.command()(training.cli.app)
+    command = typer.main.get_command(wrapper)
+    names: set[str] = set()
+    for param in command.params:
+        envvar = getattr(param, "envvar", None)
+        if isinstance(envvar, str):
+            names.add(envvar)
+        elif envvar:
+            names.update(envvar)
+    return names
+
+
+def settings_for(argv: list[str]) -> set[str] | None:
+    """The environment variables of the probserve command that ``argv`` runs, or None."""
+    words = [w for w in argv if not w.startswith("-")]
+    if words[:1] != ["probserve"]:
+        return None
+    sub = words[1] if len(words) > 1 else None
+    if sub == "serve":
+        return service_env_names()
+    if sub == "drift":
+        return drift_env_names()
+    if sub == "train":
+        return train_env_names()
+    return None
+
+
+# -- Dockerfiles ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Instruction:
+    """One Dockerfile instruction, continuation lines joined."""
+
+    keyword: str
+    value: str
+    comments: list[str]  # the comment lines right above it
+
+
+@dataclass
+class Stage:
+    """One FROM ... [AS name] stage."""
+
+    base: str
+    name: str | None
+    instructions: list[Instruction] = field(default_factory=list)
+
+    def all(self, keyword: str) -> list[Instruction]:
+        """The stage's instructions of one kind, in order."""
+        return [i for i in self.instructions if i.keyword == keyword]
+
+
+@dataclass
+class Dockerfile:
+    """A parsed Dockerfile: global ARGs and stages."""
+
+    args: dict[str, str]
+    stages: list[Stage]
+
+    def stage(self, name: str) -> Stage:
+        """The stage called ``name``."""
+        (found,) = [s for s in self.stages if s.name == name]
+        return found
+
+    def resolve(self, text: str) -> str:
+        """``text`` with ${ARG} references to global ARG defaults substituted."""
+        return re.sub(r"\$\{(\w+)\}", lambda m: self.args.get(m.group(1), m.group(0)), text)
+
+
+def read_dockerfile(path: Path) -> Dockerfile:
+    """Parse ``path`` into global ARGs and stages (enough for these checks; not a full parser)."""
+    instructions: list[Instruction] = []
+    comments: list[str] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not pending and line.startswith("#"):
+            comments.append(line.lstrip("#").strip())
+            continue
+        if not line and not pending:
+            comments = []
+            continue
+        if line.startswith("#"):
+            continue  # a comment inside a continued instruction
+        pending += (" " if pending else "") + line.rstrip("\\").strip()
+        if line.endswith("\\"):
+            continue
+        keyword, _, value = pending.partition(" ")
+        instructions.append(Instruction(keyword.upper(), value.strip(), comments))
+        pending, comments = "", []
+    args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for instruction in instructions:
+        if instruction.keyword == "FROM":
+            words = instruction.value.split()
+            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
+            stages.append(Stage(words[0], name))
+        elif not stages and instruction.keyword == "ARG":
+            key, _, default = instruction.value.partition("=")
+            args[key] = default
+        elif stages:
+            stages[-1].instructions.append(instruction)
+    return Dockerfile(args, stages)
+
+
+def env_assignments(stage: Stage) -> dict[str, str]:
+    """The ENV variables a stage sets (``ENV A=1 B=2`` form)."""
+    values: dict[str, str] = {}
+    for instruction in stage.all("ENV"):
+        for word in shlex.split(instruction.value):
+            key, _, value = word.partition("=")
+            values[key] = value
+    return values
+
+
+# -- docker-compose.yml ---------------------------------------------------------------------------
+
+_VARIABLE = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
+
+
+def interpolate(value: str, environment: dict[str, str] | None = None) -> str:
+    """Compose's ``${VAR}`` / ``${VAR:-default}`` substitution (``$$`` is a literal ``$``)."""
+    env = environment or {}
+    marker = "\0"
+    text = value.replace("$$", marker)
+    text = _VARIABLE.sub(lambda m: env.get(m.group(1), m.group(2) or ""), text)
+    return text.replace(marker, "$")
+
+
+def compose_variables(text: str) -> set[str]:
+    """Every ``${VAR...}`` the compose file reads from the environment or .env."""
+    return {m.group(1) for m in _VARIABLE.finditer(text.replace("$$", ""))}
+
+
+def load_compose() -> dict[str, Any]:
+    """docker-compose.yml as data (YAML anchors and merge keys resolved)."""
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def as_list(value: Any) -> list[str]:
+    """A compose command/entrypoint (string or list) as a list of words."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return shlex.split(value)
+    return [str(v) for v in value]
+
+
+def environment_of(service: dict[str, Any]) -> dict[str, str]:
+    """A compose service's environment as a dict (list or mapping form), interpolated."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        pairs = [item.partition("=") for item in env]
+        env = {k: v for k, _, v in pairs}
+    return {str(k): interpolate(str(v)) for k, v in env.items()}

@@ -1,0 +1,177 @@
+"""docker/Dockerfile and docker/Dockerfile.gpu: hadolint clean, and what the deployment issue asks.
+
+No Docker engine runs here, so the images are never built in tests: these checks read the
+files (hadolint parses them for real) and check them against the project's own settings.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.helpers import (
+    ROOT,
+    Dockerfile,
+    Stage,
+    env_assignments,
+    read_dockerfile,
+    service_env_names,
+    venv_tool,
+)
+
+DOCKERFILES = sorted((ROOT / "docker").glob("Dockerfile*"))
+CPU = ROOT / "docker" / "Dockerfile"
+GPU = ROOT / "docker" / "Dockerfile.gpu"
+
+
+def test_both_dockerfiles_exist() -> None:
+    assert [p.name for p in DOCKERFILES] == ["Dockerfile", "Dockerfile.gpu"]
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint_is_clean(path: Path) -> None:
+    result = subprocess.run(
+        [venv_tool("hadolint"), "--no-color", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_every_ignored_hadolint_rule_is_justified(path: Path) -> None:
+    lines = path.read_text().splitlines()
+    for number, line in enumerate(lines):
+        match = re.match(r"#\s*hadolint ignore=([\w,]+)", line.strip())
+        if not match:
+            continue
+        above = lines[number - 1].strip() if number else ""
+        for rule in match.group(1).split(","):
+            assert above.startswith("#") and rule in above, (
+                f"{path.name}:{number + 1}: ignoring {rule} needs a comment above saying why"
+            )
+
+
+def _final(dockerfile: Dockerfile) -> Stage:
+    # The default build target is the last stage.
+    return dockerfile.stages[-1]
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_bases_are_pinned_to_exact_tags(path: Path) -> None:
+    dockerfile = read_dockerfile(path)
+    stage_names = {s.name for s in dockerfile.stages}
+    for stage in dockerfile.stages:
+        base = dockerfile.resolve(stage.base)
+        if base in stage_names:
+            continue
+        tag = base.rpartition(":")[2]
+        assert tag and tag != "latest" and re.search(r"\d+\.\d+\.\d+", tag), (
+            f"{path.name}: base {base!r} is not pinned to an exact version"
+        )
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_final_image_runs_the_service_as_non_root(path: Path) -> None:
+    final = _final(read_dockerfile(path))
+    assert final.name == "runtime"
+    (user,) = final.all("USER")
+    assert user.value.split(":")[0] not in {"0", "root"}
+    (entrypoint,) = final.all("ENTRYPOINT")
+    assert entrypoint.value == '["probserve", "serve"]'
+    assert [v.value for v in final.all("VOLUME")] == ['["/models"]']
+    assert [e.value for e in final.all("EXPOSE")] == ["8000"]
+    (healthcheck,) = final.all("HEALTHCHECK")
+    assert "/healthz" in healthcheck.value and '"python"' in healthcheck.value
+    # The healthcheck asks the port the service listens on (the setting's default, 8000).
+    assert "PROBSERVE_PORT" in healthcheck.value and "'8000'" in healthcheck.value
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_final_image_has_no_compilers_or_package_installs(path: Path) -> None:
+    final = _final(read_dockerfile(path))
+    for run in final.all("RUN"):
+        assert not re.search(r"apt-get|apk |pip install|uv pip|gcc|build-essential", run.value), (
+            f"{path.name}: the final stage installs something: {run.value}"
+        )
+    copies = [c.value for c in final.all("COPY")]
+    assert any(c.startswith("--from=builder /opt/venv") for c in copies)
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_image_environment_is_real_service_settings(path: Path) -> None:
+    final = _final(read_dockerfile(path))
+    env = env_assignments(final)
+    probserve = {k for k in env if k.startswith("PROBSERVE_")}
+    assert probserve <= service_env_names(), probserve - service_env_names()
+    assert env["PROBSERVE_HOST"] == "0.0.0.0"
+    assert env["PROBSERVE_MODEL_REPOSITORY"] == "/models"
+
+
+def test_images_install_only_the_serving_extras() -> None:
+    cpu = read_dockerfile(CPU)
+    gpu = read_dockerfile(GPU)
+    assert "'.[cpu,drift]'" in " ".join(r.value for r in cpu.stage("builder").all("RUN"))
+    assert "'.[gpu,drift]'" in " ".join(r.value for r in gpu.stage("builder").all("RUN"))
+    for dockerfile in (cpu, gpu):
+        runs = " ".join(r.value for r in dockerfile.stage("builder").all("RUN"))
+        assert "train" not in runs and "torch" not in runs
+
+
+def test_cpu_dockerfile_has_a_trainer_target_with_cpu_torch() -> None:
+    dockerfile = read_dockerfile(CPU)
+    runs = " ".join(r.value for r in dockerfile.stage("trainer-builder").all("RUN"))
+    assert "--index-url https://download.pytorch.org/whl/cpu torch==" in runs
+    assert "'.[cpu,train]'" in runs
+    trainer = dockerfile.stage("trainer")
+    (user,) = trainer.all("USER")
+    assert user.value == _final(dockerfile).all("USER")[0].value  # same owner of /models
+    (entrypoint,) = trainer.all("ENTRYPOINT")
+    assert "train-if-empty" in entrypoint.value
+    script = (ROOT / "docker" / "train-if-empty.sh").read_text()
+    assert "exec probserve train" in script
+
+
+def test_torch_pin_in_the_trainer_matches_pyproject() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    (pin,) = re.findall(r'"torch==([\w.]+)"', pyproject)
+    assert f"torch=={pin}" in CPU.read_text()
+
+
+def test_gpu_image_states_its_cuda_pairing_and_uses_onnxruntime_gpu_pin() -> None:
+    text = GPU.read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    (pin,) = re.findall(r'"onnxruntime-gpu==([\w.]+)"', pyproject)
+    assert f"onnxruntime-gpu {pin}" in text
+    base = read_dockerfile(GPU).resolve("${CUDA_IMAGE}")
+    assert re.fullmatch(r"nvidia/cuda:12\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+", base), base
+    assert "CUDA 12" in text and "cuDNN 9" in text
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_copied_sources_exist(path: Path) -> None:
+    for stage in read_dockerfile(path).stages:
+        for copy in stage.all("COPY"):
+            words = copy.value.split()
+            if any(w.startswith("--from") for w in words):
+                continue
+            for source in words[:-1]:
+                assert (ROOT / source).exists(), f"{path.name}: COPY {source}: no such path"
+
+
+def test_dockerignore_keeps_state_and_environments_out() -> None:
+    entries = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    for needed in [".git", ".venv", "models", "**/__pycache__", ".pytest_cache", "drift", "*.log"]:
+        assert needed in entries
+    assert any(e.startswith("predictions.sqlite") for e in entries)
+    # What the images COPY must not be ignored.
+    for source in ["service", "training", "monitoring", "pyproject.toml", "README.md", "docker"]:
+        assert source not in entries
