@@ -1,0 +1,70 @@
+"""One drift run end to end: read, compute, write, push. The CLI and the monitor both call it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from monitoring.drift.columns import ColumnMismatch
+from monitoring.drift.computing import compute_drift
+from monitoring.drift.metrics import DriftMetrics, push
+from monitoring.drift.reading import read_baseline, read_current
+from monitoring.drift.settings import DriftSettings
+from monitoring.drift.summary import DriftSummary
+from monitoring.drift.writing import add_to_workspace, default_output, write_report, write_summary
+from service.errors import UsageError
+
+
+class PushFailed(Exception):
+    """The outputs are written but the Pushgateway did not take the metrics."""
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What one run produced."""
+
+    summary: DriftSummary
+    output: Path
+    reference_accuracy: float | None
+    finished_at: float
+
+
+def run_job(settings: DriftSettings, model: str, version: int | None = None) -> JobOutcome:
+    """Run the drift job once for ``model``; see :func:`compute_drift` for the errors."""
+    baseline = read_baseline(settings.model_repository, model, version)
+    current = read_current(
+        settings.prediction_log_url,
+        baseline.manifest,
+        version=version,
+        since_seconds=settings.since_seconds,
+        last=settings.last,
+    )
+    try:
+        result = compute_drift(
+            baseline.manifest,
+            baseline.version,
+            baseline.reference,
+            current,
+            settings,
+            notes=baseline.warnings,
+        )
+    except ColumnMismatch as exc:
+        raise UsageError(str(exc)) from exc
+    output = settings.output or default_output(model)
+    write_summary(result, output)
+    write_report(result, output)
+    if settings.workspace is not None:
+        add_to_workspace(result, settings.workspace)
+    accuracy = baseline.manifest.metrics.get("accuracy")
+    outcome = JobOutcome(result.summary, output, accuracy, time.time())
+    if settings.pushgateway:
+        metrics = DriftMetrics()
+        metrics.record(
+            outcome.summary, reference_accuracy=accuracy, finished_at=outcome.finished_at
+        )
+        try:
+            push(metrics, settings.pushgateway, model)
+        except OSError as exc:
+            raise PushFailed(f"cannot push the drift metrics to the Pushgateway: {exc}") from exc
+    return outcome

@@ -1,0 +1,127 @@
+"""Every drift metric, defined once; the job pushes them, the monitor serves them.
+
+Labels stay bounded: model, column (the bundle's compared columns), method, window, reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.exposition import push_to_gateway
+
+from monitoring.drift.summary import DriftSummary
+
+#: Pushgateway job name of ``probserve drift run --pushgateway``.
+PUSH_JOB = "probserve_drift"
+
+
+class DriftMetrics:
+    """The drift gauges and counters in one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.score = Gauge(
+            "probserve_drift_score",
+            "Drift score of a compared column (p-value or distance; see method)",
+            ["model", "column", "method"],
+            registry=r,
+        )
+        self.detected = Gauge(
+            "probserve_drift_detected", "1 when the column drifted", ["model", "column"], registry=r
+        )
+        self.share = Gauge(
+            "probserve_drift_share", "Share of compared columns that drifted", ["model"], registry=r
+        )
+        self.dataset = Gauge(
+            "probserve_dataset_drift", "1 when the dataset drifted", ["model"], registry=r
+        )
+        self.estimated = Gauge(
+            "probserve_estimated_accuracy",
+            "Label-free accuracy estimate: mean top-class probability of the window",
+            ["model"],
+            registry=r,
+        )
+        self.realized = Gauge(
+            "probserve_realized_accuracy",
+            "Accuracy on the window's rows that have feedback labels",
+            ["model"],
+            registry=r,
+        )
+        self.reference_accuracy = Gauge(
+            "probserve_reference_accuracy",
+            "The bundle's test-split accuracy (manifest metrics)",
+            ["model"],
+            registry=r,
+        )
+        self.width = Gauge(
+            "probserve_mean_interval_width",
+            "Mean interval width of the predicted class",
+            ["model", "window"],
+            registry=r,
+        )
+        self.ambiguous = Gauge(
+            "probserve_ambiguous_share",
+            "Share of prediction sets holding more than one class",
+            ["model", "window"],
+            registry=r,
+        )
+        self.rows = Gauge(
+            "probserve_drift_rows", "Rows of the compared window", ["model"], registry=r
+        )
+        self.last_success = Gauge(
+            "probserve_drift_last_success_timestamp_seconds",
+            "Unix time of the last successful drift run",
+            ["model"],
+            registry=r,
+        )
+        self.failures = Counter(
+            "probserve_drift_failures",
+            "Failed drift runs by reason",
+            ["model", "reason"],
+            registry=r,
+        )
+
+    def record(
+        self, summary: DriftSummary, *, reference_accuracy: float | None, finished_at: float
+    ) -> None:
+        """Set every gauge of ``summary.model`` from one successful run."""
+        model = summary.model
+        for column, verdict in summary.columns.items():
+            self.score.labels(model, column, verdict.method).set(verdict.score)
+            self.detected.labels(model, column).set(float(verdict.drift_detected))
+        self.share.labels(model).set(summary.share_drifted)
+        self.dataset.labels(model).set(float(summary.dataset_drift))
+        self.estimated.labels(model).set(summary.estimated_accuracy)
+        _set_or_drop(self.realized, (model,), summary.realized_accuracy)
+        _set_or_drop(self.reference_accuracy, (model,), reference_accuracy)
+        for window in ("reference", "current"):
+            _set_or_drop(self.width, (model, window), getattr(summary.mean_interval_width, window))
+            _set_or_drop(self.ambiguous, (model, window), getattr(summary.ambiguous_share, window))
+        self.rows.labels(model).set(summary.rows_current)
+        self.last_success.labels(model).set(finished_at)
+
+    def fail(self, model: str, reason: str) -> None:
+        """Count one failed run; the gauges keep the last good figures."""
+        self.failures.labels(model, reason).inc()
+
+
+def _set_or_drop(gauge: Gauge, labels: tuple[str, ...], value: float | None) -> None:
+    # A missing figure (no feedback yet) is an absent series, never NaN.
+    if value is None:
+        with contextlib.suppress(KeyError):
+            gauge.remove(*labels)
+        return
+    gauge.labels(*labels).set(value)
+
+
+def push(metrics: DriftMetrics, gateway: str, model: str, timeout: float = 10.0) -> None:
+    """Push the registry to a Pushgateway, grouped by model (one group per model)."""
+    push_to_gateway(
+        gateway,
+        job=PUSH_JOB,
+        registry=metrics.registry,
+        grouping_key={"model": model},
+        timeout=timeout,
+    )

@@ -1,0 +1,91 @@
+"""``summary.json``: the contract other tools read. Defined once, here.
+
+JSON has no NaN: every float field is finite or null (a model validator refuses anything else).
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: Bumped when a field changes meaning or disappears.
+SUMMARY_VERSION = 1
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Window(_Frozen):
+    """First and last ``logged_at`` of the compared rows, ISO 8601 UTC."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    #: ``from`` in JSON (a Python keyword).
+    from_: str | None = Field(default=None, alias="from")
+    to: str | None = None
+
+
+class ColumnDrift(_Frozen):
+    """One compared column: Evidently's verdict, or our fallback's when Evidently has none."""
+
+    drift_detected: bool
+    score: float
+    method: str
+    threshold: float
+
+
+class Pair(_Frozen):
+    """A figure of the reference data beside the same figure of the current window."""
+
+    reference: float | None
+    current: float | None
+
+
+class DriftSummary(_Frozen):
+    """Everything ``summary.json`` holds; see the drift section of the README."""
+
+    summary_version: int = SUMMARY_VERSION
+    model: str
+    #: Bundle version whose reference.parquet was the baseline.
+    reference_version: int
+    #: Versions that served the rows of the current window.
+    versions: list[str]
+    window: Window
+    rows_current: int
+    rows_reference: int
+    sampled: bool
+    dataset_drift: bool
+    share_drifted: float
+    columns: dict[str, ColumnDrift]
+    estimated_accuracy: float
+    realized_accuracy: float | None
+    labelled_rows: int
+    expected_calibration_error: float | None
+    mean_interval_width: Pair
+    ambiguous_share: Pair
+    warnings: list[str]
+
+    @model_validator(mode="after")
+    def _finite(self) -> DriftSummary:
+        floats: list[tuple[str, float | None]] = [
+            ("share_drifted", self.share_drifted),
+            ("estimated_accuracy", self.estimated_accuracy),
+            ("realized_accuracy", self.realized_accuracy),
+            ("expected_calibration_error", self.expected_calibration_error),
+            ("mean_interval_width.reference", self.mean_interval_width.reference),
+            ("mean_interval_width.current", self.mean_interval_width.current),
+            ("ambiguous_share.reference", self.ambiguous_share.reference),
+            ("ambiguous_share.current", self.ambiguous_share.current),
+        ]
+        floats += [(f"columns.{n}.score", c.score) for n, c in self.columns.items()]
+        floats += [(f"columns.{n}.threshold", c.threshold) for n, c in self.columns.items()]
+        for name, value in floats:
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} is not finite ({value}); summary.json has no NaN")
+        return self
+
+    def to_json_dict(self) -> dict[str, object]:
+        """The JSON document, with ``window`` spelled ``{"from", "to"}``."""
+        return self.model_dump(mode="json", by_alias=True)
