@@ -115,7 +115,7 @@ def decode_infer_request(
         raise InvalidInput(
             f"'id' must be a string, got {describe(request_id)}", field="id", expected="a string"
         )
-    parameters = _parameters(payload, "parameters")
+    parameters = _parameters(payload)
     level = default_level
     if "confidence_level" in parameters:
         level = confidence_level(parameters["confidence_level"], "parameters.confidence_level")
@@ -134,10 +134,19 @@ PARAMETER_EXPECTED = "an object whose values are booleans, numbers or strings"
 
 
 def _parameters(
-    container: dict[str, Any], field: str, feature: str | None = None
+    container: dict[str, Any], where: str = "", feature: str | None = None
 ) -> dict[str, Any]:
-    """``container["parameters"]`` checked as the protocol's ``$parameters``; {} when absent."""
+    """``container["parameters"]`` checked as the protocol's ``$parameters``; {} when absent.
+
+    ``where`` is the container's place (``inputs[0]``; empty for the request itself).
+    """
     params = container.get("parameters", _NO_PARAMETERS)
+    # The common cases (absent, or a few scalar values) return without building any text.
+    if params is _NO_PARAMETERS or (
+        type(params) is dict and _PARAMETER_TYPES.issuperset(map(type, params.values()))
+    ):
+        return params
+    field = f"{where}.parameters" if where else "parameters"
     named = {} if feature is None else {"feature": feature}
     if type(params) is not dict:
         raise InvalidInput(
@@ -146,16 +155,14 @@ def _parameters(
             expected=PARAMETER_EXPECTED,
             **named,
         )
-    if not _PARAMETER_TYPES.issuperset(map(type, params.values())):
-        key, value = next((k, v) for k, v in params.items() if type(v) not in _PARAMETER_TYPES)
-        where = f"{field}[{key!r}]"
-        raise InvalidInput(
-            f"{where}: a parameter is a boolean, a number or a string, got {describe(value)}",
-            field=where,
-            expected="a boolean, a number or a string",
-            **named,
-        )
-    return params
+    key, value = next((k, v) for k, v in params.items() if type(v) not in _PARAMETER_TYPES)
+    field = f"{field}[{key!r}]"
+    raise InvalidInput(
+        f"{field}: a parameter is a boolean, a number or a string, got {describe(value)}",
+        field=field,
+        expected="a boolean, a number or a string",
+        **named,
+    )
 
 
 def _flag(parameters: dict[str, Any], key: str, field: str) -> bool:
@@ -228,7 +235,8 @@ def _decode_inputs(
                 feature=name,
                 expected=expected_types,
             )
-        size = _parameters(tensor, f"inputs[{k}].parameters", name).get("binary_data_size")
+        params = _parameters(tensor, f"inputs[{k}]", name) if "parameters" in tensor else None
+        size = None if params is None else params.get("binary_data_size")
         if size is not None:
             if "data" in tensor:
                 raise InvalidInput(
@@ -416,11 +424,10 @@ def _requested_outputs(outputs: Any, present: bool, default: bool) -> tuple[tupl
             raise InvalidInput(
                 f"outputs[{k}]: output {name!r} is requested twice", field=f"outputs[{k}].name"
             )
-        field = f"outputs[{k}].parameters"
-        params = _parameters(out, field)
+        params = _parameters(out, f"outputs[{k}]")
         binary = default
         if "binary_data" in params:
-            binary = _flag(params, "binary_data", f"{field}.binary_data")
+            binary = _flag(params, "binary_data", f"outputs[{k}].parameters.binary_data")
         chosen.append((name, binary))
     return tuple(chosen)
 
