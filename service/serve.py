@@ -22,9 +22,6 @@ from service.settings import ENV_PREFIX, Settings, describe_validation_error
 
 logger = logging.getLogger("probserve.serve")
 
-#: Seconds uvicorn waits for in-flight requests after SIGTERM before closing connections.
-GRACEFUL_SHUTDOWN_S = 30
-
 
 def _opt(help_text: str, name: str) -> Any:
     return typer.Option(help=f"{help_text} [env: {ENV_PREFIX}{name}]", show_default=False)
@@ -99,6 +96,28 @@ def serve(
     access_log: Annotated[
         bool | None, _opt("Log every request (off by default: it costs throughput).", "ACCESS_LOG")
     ] = None,
+    keep_alive_timeout_s: Annotated[
+        float | None, _opt("Idle keep-alive seconds (default 5).", "KEEP_ALIVE_TIMEOUT_S")
+    ] = None,
+    header_timeout_s: Annotated[
+        float | None, _opt("Seconds to send request headers (default 5).", "HEADER_TIMEOUT_S")
+    ] = None,
+    body_timeout_s: Annotated[
+        float | None, _opt("Base seconds to send a body (default 10).", "BODY_TIMEOUT_S")
+    ] = None,
+    body_min_bytes_per_s: Annotated[
+        int | None,
+        _opt("Slowest upload rate allowed for (default 262144 B/s).", "BODY_MIN_BYTES_PER_S"),
+    ] = None,
+    max_connections: Annotated[
+        int | None, _opt("Connections per worker before 503 (default 1000).", "MAX_CONNECTIONS")
+    ] = None,
+    graceful_shutdown_s: Annotated[
+        float | None, _opt("Seconds to finish after SIGTERM (default 20).", "GRACEFUL_SHUTDOWN_S")
+    ] = None,
+    readiness: Annotated[
+        str | None, _opt("'all' models serve (default) or 'any' model serves.", "READINESS")
+    ] = None,
 ) -> None:
     """Serve the models of a repository over HTTP (native v1 and KServe V2)."""
     given = {k: v for k, v in locals().items() if v is not None}
@@ -121,10 +140,17 @@ def run_server(settings: Settings, given: dict[str, Any]) -> None:
     """Configure logging, check the providers, and run uvicorn until SIGTERM/SIGINT."""
 
     from service.bundle.repository import check_not_a_file
+    from service.http.protocol import protocol_factory
     from service.logging_setup import configure_logging
     from service.runtime import resolve_providers
 
     configure_logging(settings.log_level, settings.log_format)
+    if "admin_token" in given:
+        # Every local user can read a process's arguments (ps, /proc/<pid>/cmdline).
+        logger.warning(
+            "--admin-token is visible to every local user in the process list; set "
+            "PROBSERVE_ADMIN_TOKEN in the environment instead"
+        )
     # Fail now, with exit code 2, if CUDA was asked for explicitly and cannot start: inside the
     # lifespan the same error would only abort uvicorn's start-up with a traceback.
     chosen = resolve_providers(settings.providers)
@@ -142,10 +168,13 @@ def run_server(settings: Settings, given: dict[str, Any]) -> None:
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
         "log_config": None,
         "access_log": settings.access_log,
-        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
+        "timeout_graceful_shutdown": settings.graceful_shutdown_s,
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
+        "limit_concurrency": settings.max_connections,
+        # Header and body deadlines and the lingering close after a 413.
+        "http": protocol_factory(settings),
         "server_header": False,
     }
     # uvicorn shuts down gracefully on SIGTERM (in-flight requests finish, the lifespan drains

@@ -133,6 +133,61 @@ class Settings(BaseSettings):
         default=Path("./prediction-spool"),
         description="Where rows wait on disk while the log database is unreachable.",
     )
+    # Connection hygiene (service/http/protocol.py): a client that sends nothing, half its
+    # headers or half its body is cut off instead of holding a file descriptor for ever.
+    keep_alive_timeout_s: float = Field(
+        default=5.0,
+        gt=0.0,
+        le=3600.0,
+        description="Idle seconds before a kept-alive connection closes.",
+    )
+    header_timeout_s: float = Field(
+        default=5.0,
+        gt=0.0,
+        le=600.0,
+        description="Seconds a client has to send a request's headers before it is disconnected.",
+    )
+    body_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=3600.0,
+        description=(
+            "Base seconds a client has to send a request body; the deadline is this plus the "
+            "body size (announced, capped at max_request_bytes) over body_min_bytes_per_s."
+        ),
+    )
+    body_min_bytes_per_s: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=10 * 1024**3,
+        description="Slowest upload rate the body deadline allows for, in bytes per second.",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Open connections (or running requests) per worker past which new requests get 503; "
+            "keep it below the process's file-descriptor limit (ulimit -n)."
+        ),
+    )
+    graceful_shutdown_s: float = Field(
+        default=20.0,
+        ge=0.0,
+        le=3600.0,
+        description=(
+            "Seconds in-flight requests get to finish after SIGTERM; keep it below the "
+            "orchestrator's grace period (Kubernetes: 30 s) so the lifespan can drain in time."
+        ),
+    )
+    readiness: Literal["all", "any"] = Field(
+        default="all",
+        description=(
+            "When /readyz and /v2/health/ready answer 200: 'all' (strict) once every model in "
+            "the repository serves; 'any' once at least one model serves, so one broken model "
+            "does not take the healthy ones out of the load balancer."
+        ),
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["plain", "json"] = Field(
         default="plain", description="'plain' text or 'json' (one JSON object per line)."

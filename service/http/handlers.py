@@ -17,7 +17,7 @@ from service.codecs.records import decode_predict_request, encode_predict_respon
 from service.codecs.v2 import decode_infer_request, encode_infer_response
 from service.errors import ModelNotFound, PayloadTooLarge, ProbserveError
 from service.http.errors import JSON, error_body, internal_error
-from service.http.ids import new_request_id, request_id_from_headers
+from service.http.ids import new_request_id, request_id_from_headers, usable_request_id
 from service.http.state import ServiceState
 from service.telemetry import RequestDone
 
@@ -68,9 +68,13 @@ def error_answer(exc: ProbserveError, request_id: str, *, v2: bool) -> Answer:
 
 
 def too_large(limit: int, request_id: str, *, v2: bool) -> Answer:
-    """413 for a body over the limit."""
+    """413 for a body over the limit; the connection closes (lingering) after it."""
     exc = PayloadTooLarge(f"request body over the limit of {limit} bytes", limit=limit)
-    return error_answer(exc, request_id, v2=v2)
+    answer = error_answer(exc, request_id, v2=v2)
+    # The rest of the body is never read: say so, and the server drains a bounded amount of it
+    # before closing (service/http/protocol.py), so the client reads the 413 and not a reset.
+    answer.extra_headers.append((b"connection", b"close"))
+    return answer
 
 
 async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes | None:
@@ -140,7 +144,7 @@ async def infer_v2(
     telemetry = state.telemetry
     telemetry.request_started(ENDPOINT_V2)
     started = time.perf_counter()
-    request_id = header_id or ""
+    request_id = request_id_from_headers(header_id)
     model = ""
     served_version: int | None = None
     try:
@@ -154,8 +158,9 @@ async def infer_v2(
             max_rows=state.settings.max_rows_per_request,
             default_level=state.settings.confidence_level,
         )
-        # The V2 body's id wins (clients match responses by it), then the header, then a new one.
-        request_id = request.request_id or request_id_from_headers(header_id)
+        # The V2 body's id wins (clients match responses by it) when it passes the header rule
+        # (ids.py), else the header's, else a new one; the JSON body echoes it as sent.
+        request_id = usable_request_id(request.request_id) or request_id
         result = await dataplane.infer(
             handle,
             request.batch,
@@ -164,7 +169,7 @@ async def infer_v2(
             protocol="v2",
             started=started,
         )
-        out, json_length = encode_infer_response(result, request, request_id)
+        out, json_length = encode_infer_response(result, request, request.request_id or request_id)
         if json_length is None:
             answer = Answer(200, out, request_id)
         else:

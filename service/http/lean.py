@@ -1,10 +1,10 @@
 """The lean ASGI front: serves the predict/infer hot paths itself, hands everything else on.
 
 FastAPI's per-request machinery (routing, dependency injection, pydantic, response classes) costs
-several times the model's own inference on a batch-1 request (docs/architecture.md, "Known facts"), so the
-four hot routes are matched by hand here: split the path, read the body with the size limit,
-then the shared handlers (codec, data plane, orjson). Any other request, any other method on
-those paths, and the lifespan go to the FastAPI app unchanged.
+several times the model's own inference on a batch-1 request (docs/architecture.md, "Known
+facts"), so the four hot routes are matched by hand here: split the path, read the body with the
+size limit, then the shared handlers (codec, data plane, orjson). Any other request, any other
+method on those paths, and the lifespan go to the FastAPI app unchanged.
 """
 
 from __future__ import annotations

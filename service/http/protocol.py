@@ -1,0 +1,196 @@
+"""uvicorn's httptools protocol with read deadlines and a lingering close.
+
+uvicorn bounds only the keep-alive wait. A client that connects and sends nothing, half its
+headers or half its body would otherwise hold a connection (a file descriptor, and on SIGTERM the
+whole graceful period) for ever. Here every connection is cut when:
+
+* its request headers are not complete ``header_timeout_s`` after the connection (or the first
+  byte of the next request on a kept-alive connection);
+* its body is not complete ``body_timeout_s + size / body_min_bytes_per_s`` after the headers,
+  the size being the announced Content-Length capped at the body limit (chunked: the limit).
+
+And when the app answers before the body was read (a 413), the connection is not slammed shut
+on unread bytes, which makes the kernel reset it and the client (Python's ``urllib``, which sends
+the whole body before reading) lose the answer. As nginx does, the server half-closes, reads and
+discards up to ``linger_bytes`` more for at most ``linger_s``, then closes
+(docs/architecture.md, the request path).
+
+The limits travel as a picklable dataclass bound with :func:`functools.partial`, so ``--workers
+N`` (uvicorn spawns fresh interpreters) gets the same protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from dataclasses import dataclass
+from typing import Any, cast
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.settings import Settings
+
+#: How long a lingering close may keep reading after the answer (nginx: lingering_time 30 s).
+LINGER_S = 5.0
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """Per-connection read deadlines (seconds) and bounds (bytes)."""
+
+    header_timeout_s: float
+    body_timeout_s: float
+    body_min_bytes_per_s: int
+    max_body_bytes: int
+    linger_s: float = LINGER_S
+
+    @property
+    def linger_bytes(self) -> int:
+        """Bytes discarded at most after an early answer: room for an oversize body twice over."""
+        return 2 * self.max_body_bytes
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConnectionLimits:
+        """The limits a server with these settings applies."""
+        return cls(
+            header_timeout_s=settings.header_timeout_s,
+            body_timeout_s=settings.body_timeout_s,
+            body_min_bytes_per_s=settings.body_min_bytes_per_s,
+            max_body_bytes=settings.max_request_bytes,
+        )
+
+
+def body_deadline_s(announced: int | None, limits: ConnectionLimits) -> float:
+    """Seconds a request body may take: base plus its size (capped at the limit) at the min rate."""
+    size = limits.max_body_bytes if announced is None else min(announced, limits.max_body_bytes)
+    return limits.body_timeout_s + size / limits.body_min_bytes_per_s
+
+
+def protocol_factory(settings: Settings) -> Any:
+    """What ``uvicorn.run(http=...)`` takes: the protocol class bound to the settings' limits."""
+    return functools.partial(HardenedProtocol, limits=ConnectionLimits.from_settings(settings))
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return None
+
+
+class _CycleTransport:
+    """The transport as a request cycle sees it: ``close()`` lingers while body bytes are due."""
+
+    def __init__(self, protocol: HardenedProtocol) -> None:
+        self._protocol = protocol
+        self._transport = protocol.transport
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self._protocol.close_lingering()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class HardenedProtocol(HttpToolsProtocol):
+    """:class:`HttpToolsProtocol` plus header/body deadlines and a lingering close."""
+
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: ConnectionLimits,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = limits
+        self._deadline: asyncio.TimerHandle | None = None
+        self._body_due = False  # headers of the current request read, its body not yet
+        self._lingering = False
+        self._discarded = 0
+
+    # -- deadlines ---------------------------------------------------------------------------
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()  # the app, if waiting for the body, sees a disconnect
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.limits.header_timeout_s)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm(self.limits.header_timeout_s)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._body_due = True
+        self._arm(body_deadline_s(_content_length(self.headers), self.limits))
+        if self.cycle is not None:
+            self.cycle.transport = cast(asyncio.Transport, _CycleTransport(self))
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._body_due = False
+        self._disarm()
+
+    # -- lingering close -----------------------------------------------------------------------
+
+    def close_lingering(self) -> None:
+        """Close; if body bytes are still due, half-close and discard them first (bounded)."""
+        if not self._body_due or self._lingering or self.transport.is_closing():
+            self.transport.close()
+            return
+        self._lingering = True
+        self._arm(self.limits.linger_s)
+        self.flow.resume_reading()
+        try:
+            self.transport.write_eof()  # the answer goes out, then FIN; reading goes on
+        except (NotImplementedError, OSError, RuntimeError):
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._lingering:
+            super().data_received(data)
+            return
+        self._discarded += len(data)
+        if self._discarded > self.limits.linger_bytes:
+            self.transport.close()
+
+    def on_response_complete(self) -> None:
+        if self._lingering:  # no keep-alive, no pipelined request on a half-closed connection
+            self.server_state.total_requests += 1
+            return
+        super().on_response_complete()
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: a request still waiting for its body will not get it; drop it."""
+        cycle = self.cycle
+        waiting_for_body = self._body_due and cycle is not None and not cycle.response_started
+        if self._lingering or waiting_for_body:
+            self.transport.close()
+            return
+        super().shutdown()
