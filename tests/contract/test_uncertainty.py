@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -79,3 +81,69 @@ def test_conformal_sets_reach_nominal_coverage_on_exchangeable_data() -> None:
 def test_conformal_threshold_is_infinite_when_calibration_is_too_small() -> None:
     assert conformal_threshold([0.1, 0.2, 0.3], 0.9) == float("inf")
     assert conformal_threshold(list(np.linspace(0, 1, 99)), 0.5) == pytest.approx(0.5, abs=0.02)
+
+
+# -- Hand-computed cases: the exact numbers, not only properties ----------------------------------
+# The properties above cannot see a constant factor (z in place of t) or one rank of the conformal
+# threshold; these cases pin both.
+
+
+def _binary(member_logits: list[float]) -> np.ndarray:
+    """One row, K members, two classes, with member logits of class 1 exactly as given."""
+    p1 = 1 / (1 + np.exp(-np.asarray(member_logits, dtype=np.float64)))
+    return np.stack([1 - p1, p1], axis=-1)[None]  # [1, K, 2]
+
+
+def test_interval_for_two_members_by_hand() -> None:
+    # Logits 0 and 0.1: mean 0.05, sample sd (ddof=1) = 0.1/sqrt(2) = 0.0707106781,
+    # t_{0.975, K-1=1} = 12.7062047, half-width 12.7062047 * 0.0707106781 = 0.898464351;
+    # bounds sigmoid(0.05 -+ 0.898464351) = 0.299755094 and 0.720806242.
+    # (A normal z = 1.96 would give a lower bound of 0.4779.)
+    lower, upper = logit_intervals(_binary([0.0, 0.1]), 0.95)
+    assert lower[0, 1] == pytest.approx(0.299755094, abs=1e-8)
+    assert upper[0, 1] == pytest.approx(0.720806242, abs=1e-8)
+    # Class 0 has the negated logits: the mirror image.
+    assert lower[0, 0] == pytest.approx(1 - 0.720806242, abs=1e-8)
+    assert upper[0, 0] == pytest.approx(1 - 0.299755094, abs=1e-8)
+
+
+def test_interval_for_two_members_at_level_one_half_is_one_sd() -> None:
+    # t_{0.75, 1} is the Cauchy quantile tan(pi/4) = 1: the half-width is exactly one sample sd.
+    # Logits -1 and 1: mean 0, sd sqrt(2); bounds sigmoid(-+sqrt(2)) = 0.195570317, 0.804429683.
+    lower, upper = logit_intervals(_binary([-1.0, 1.0]), 0.5)
+    assert lower[0, 1] == pytest.approx(1 / (1 + np.exp(np.sqrt(2))), abs=1e-8)
+    assert upper[0, 1] == pytest.approx(1 / (1 + np.exp(-np.sqrt(2))), abs=1e-8)
+    assert lower[0, 1] == pytest.approx(0.195570317, abs=1e-8)
+
+
+def test_interval_for_three_members_by_hand() -> None:
+    # Logits 0, 0.3, 0.6: mean 0.3, sample sd sqrt((0.09 + 0 + 0.09) / 2) = 0.3,
+    # t_{0.975, 2} = 4.30265273, half-width 1.29079582; bounds sigmoid(0.3 -+ 1.29079582)
+    # = 0.270754917 and 0.830728040. (z = 1.96 would give 0.4285.)
+    lower, upper = logit_intervals(_binary([0.0, 0.3, 0.6]), 0.95)
+    assert lower[0, 1] == pytest.approx(0.270754917, abs=1e-8)
+    assert upper[0, 1] == pytest.approx(0.830728040, abs=1e-8)
+
+
+# ceil((n + 1) * 0.5) for n = 1..9: the rank of the threshold among the sorted scores.
+RANKS_AT_ONE_HALF = {1: 1, 2: 2, 3: 2, 4: 3, 5: 3, 6: 4, 7: 4, 8: 5, 9: 5}
+
+
+@pytest.mark.parametrize(("n", "rank"), sorted(RANKS_AT_ONE_HALF.items()))
+def test_conformal_threshold_rank_at_level_one_half(n: int, rank: int) -> None:
+    # Scores 0.1, 0.2, ... 0.n: the rank-th smallest is rank / 10.
+    scores = [round(0.1 * (i + 1), 1) for i in range(n)]
+    assert conformal_threshold(scores, 0.5) == scores[rank - 1] == pytest.approx(rank / 10)
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    # ceil((n + 1) * 0.9) > n for n <= 8 (no finite threshold covers 90%: every class is in the
+    # set); n = 9 gives rank ceil(9.0) = 9, the largest score.
+    [(1, math.inf), (4, math.inf), (8, math.inf), (9, 0.9)],
+)
+def test_conformal_threshold_is_infinite_exactly_when_the_rank_exceeds_n(
+    n: int, expected: float
+) -> None:
+    scores = [round(0.1 * (i + 1), 1) for i in range(n)]
+    assert conformal_threshold(scores, 0.9) == expected
