@@ -126,9 +126,11 @@ def _settings(**values: object) -> DriftSettings:
         raise UsageError(f"{where}: {first['msg']}") from None
 
 
-def _fail(message: str, code: int) -> typer.Exit:
+def _fail(message: str, code: int) -> SystemExit:
     typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+    # SystemExit, not typer.Exit: the root CLI runs commands with standalone_mode=False, where
+    # Click turns typer.Exit into a return value that the root does not pass on as the status.
+    return SystemExit(code)
 
 
 @app.command("run")
@@ -210,11 +212,9 @@ def serve_command(
             envvar=_env("model"),
         ),
     ] = None,
-    host: Annotated[str, typer.Option(help="/metrics host", envvar=_env("drift-host"))] = (
-        "127.0.0.1"
-    ),
+    host: Annotated[str, typer.Option(help="/metrics host", envvar=_env("host"))] = ("127.0.0.1"),
     port: Annotated[
-        int, typer.Option(min=1, max=65535, help="/metrics port", envvar=_env("drift-port"))
+        int, typer.Option(min=1, max=65535, help="/metrics port", envvar=_env("port"))
     ] = 9108,
     model_repository: RepositoryOpt = Path("models"),
     prediction_log_url: LogUrlOpt = DEFAULT_LOG_URL,
