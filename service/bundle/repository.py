@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.errors import UsageError
+
+logger = logging.getLogger(__name__)
 
 #: Prefix of a bundle being written; readers skip such directories.
 STAGING_PREFIX = ".staging-"
@@ -43,22 +46,60 @@ def check_repository(path: Path, *, create: bool) -> Path:
 
 
 def model_names(repository: Path) -> list[str]:
-    """Names of the model directories in the repository, sorted."""
+    """Names of the model directories in the repository, sorted.
+
+    A model directory that is a symlink leading outside the repository is left out (and logged):
+    a bundle must not read files outside the repository.
+    """
     if not repository.is_dir():
         return []
-    return sorted(p.name for p in repository.iterdir() if p.is_dir() and not p.name.startswith("."))
+    root = repository.resolve()
+    return sorted(
+        p.name
+        for p in repository.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and stays_inside(p, root)
+    )
 
 
 def model_versions(repository: Path, name: str) -> list[int]:
-    """Versions of a model present on disk, ascending; non-integer directories are ignored."""
+    """Versions of a model present on disk, ascending; non-integer directories are ignored, and
+    so are version directories that are symlinks leading outside the repository (logged)."""
     model_dir = repository / name
     if not model_dir.is_dir():
         return []
+    root = repository.resolve()
     versions = []
     for p in model_dir.iterdir():
-        if p.is_dir() and p.name.isdigit() and int(p.name) > 0:
+        if p.is_dir() and p.name.isdigit() and int(p.name) > 0 and stays_inside(p, root):
             versions.append(int(p.name))
     return sorted(versions)
+
+
+def stays_inside(entry: Path, root: Path) -> bool:
+    """Whether ``entry`` (in the repository) resolves inside ``root`` (the resolved repository).
+
+    Only symlinks can lead out; a symlink that does (or cannot be resolved) is refused with a
+    warning, once per path so the periodic scan does not repeat it.
+    """
+    if not entry.is_symlink():
+        return True
+    try:
+        inside = entry.resolve(strict=True).is_relative_to(root)
+    except (OSError, RuntimeError):  # a dangling link or a symlink loop
+        inside = False
+    if not inside and str(entry) not in _refused_links:
+        _refused_links.add(str(entry))
+        # The server log, not a public answer: the operator needs the path to fix it.
+        logger.warning(
+            "ignoring %s: a symlink that leads outside the model repository (a bundle may not "
+            "read files outside it)",
+            entry,
+        )
+    return inside
+
+
+#: Symlinks already reported, so each is logged once per process.
+_refused_links: set[str] = set()
 
 
 def bundle_path(repository: Path, name: str, version: int) -> Path:

@@ -22,6 +22,7 @@ from service.runtime.providers import (
 )
 from service.runtime.verify import (
     check_sample,
+    check_self_contained,
     check_signature,
     load_error,
     verified_manifest,
@@ -65,8 +66,9 @@ def load_model(
     """Load and verify the bundle in ``bundle``; raise ModelLoadError naming the failed check.
 
     Checks, in order: manifest schema (and that it names the model directory), sha256 of
-    model.onnx, that a session can be created, the graph's inputs and output against the
-    manifest, and that the stored sample rows reproduce the stored outputs. A warm-up run
+    model.onnx, that no tensor keeps its data in an external file, that a session can be
+    created, the graph's inputs and output against the manifest, and that the stored sample
+    rows reproduce the stored outputs. A warm-up run
     follows, so the first real request does not pay for lazy allocations. Blocking: call it in a
     worker thread.
     """
@@ -75,6 +77,7 @@ def load_model(
     version = version if version is not None else int(bundle.name)
     manifest = verified_manifest(bundle, expected_name=name)
     data = verified_model_bytes(bundle, bundle / MODEL_FILE, manifest)
+    check_self_contained(bundle, bundle / MODEL_FILE, data)
     providers = providers if providers is not None else resolve_providers("cpu")
     try:
         session = ort.InferenceSession(

@@ -1,8 +1,9 @@
 """Bundle verification: every check a bundle must pass before it may serve.
 
 Each failure raises :class:`~service.errors.ModelLoadError` whose message names the bundle
-directory and the check (``manifest``, ``sha256``, ``onnx``, ``inputs``, ``output``, ``sample``),
-and whose details carry them as ``bundle`` and ``check`` for the repository index.
+directory and the check (``manifest``, ``sha256``, ``external-data``, ``onnx``, ``inputs``,
+``output``, ``sample``), and whose details carry them as ``bundle`` and ``check`` for the
+repository index.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from numpy.typing import NDArray
 
 from service.bundle import Manifest, ManifestError, NumericFeature, read_manifest
 from service.errors import ModelLoadError
+from service.runtime.external_data import MalformedModel, external_tensors
 
 FLOAT_TENSOR = "tensor(float)"
 STRING_TENSOR = "tensor(string)"
@@ -60,6 +62,29 @@ def verified_model_bytes(bundle: Path, model_file: Path, manifest: Manifest) -> 
             f"{model_file.name} has sha256 {digest} but the manifest says {manifest.model_sha256}",
         )
     return data
+
+
+def check_self_contained(bundle: Path, model_file: Path, data: bytes) -> None:
+    """Refuse a graph with any tensor whose data lives in an external file.
+
+    ONNX Runtime would read that file from the server's working directory (the session is built
+    from bytes), outside the bundle and the sha256; our bundles never use external data. The
+    reason names the tensor, never the file it points at.
+    """
+    try:
+        external = external_tensors(data)
+    except MalformedModel as exc:
+        raise load_error(
+            bundle, "onnx", f"{model_file.name} is not a well-formed ONNX model: {exc}"
+        ) from None
+    if external:
+        shown = ", ".join(repr(n) for n in external[:3]) + (" ..." if len(external) > 3 else "")
+        raise load_error(
+            bundle,
+            "external-data",
+            f"{model_file.name} keeps {len(external)} tensor(s) ({shown}) in external data "
+            "files; a bundle must hold all its weights inside model.onnx",
+        )
 
 
 def _is_batch_dim(dim: Any) -> bool:
