@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitoring.drift.computing import NotEnoughRows
-from monitoring.drift.job import run_job
+from monitoring.drift.job import JobOutcome, run_job
 from monitoring.drift.metrics import DriftMetrics
 from monitoring.drift.settings import DriftSettings
 from monitoring.drift.writing import default_output
@@ -21,6 +22,9 @@ from service.bundle import model_names
 from service.errors import UsageError
 
 log = logging.getLogger("probserve.drift")
+
+#: One run for one model: :func:`monitoring.drift.job.run_job` unless a caller injects another.
+Job = Callable[[DriftSettings, str], JobOutcome]
 
 
 class Monitor:
@@ -32,8 +36,10 @@ class Monitor:
         models: list[str],
         every: float,
         metrics: DriftMetrics | None = None,
+        job: Job = run_job,
     ) -> None:
         self.settings = settings
+        self.job = job
         self.models = models
         self.every = every
         self.metrics = metrics or DriftMetrics()
@@ -51,7 +57,7 @@ class Monitor:
         # The monitor serves its metrics itself: no Pushgateway push per run.
         settings = self.settings.model_copy(update={"output": output, "pushgateway": None})
         try:
-            outcome = run_job(settings, model)
+            outcome = self.job(settings, model)
         except NotEnoughRows as exc:
             reason, message = "not_enough_rows", str(exc)
         except UsageError as exc:
