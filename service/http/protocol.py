@@ -46,8 +46,11 @@ class ConnectionLimits:
 
     @property
     def linger_bytes(self) -> int:
-        """Bytes discarded at most after an early answer: room for an oversize body twice over."""
-        return 2 * self.max_body_bytes
+        """Bytes discarded at most after an early answer: 4 limits' worth, at least 16 MiB.
+
+        Reading and dropping is cheap; the time bound (``linger_s``) is the one that matters.
+        """
+        return max(4 * self.max_body_bytes, 16 * 1024 * 1024)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectionLimits:
