@@ -46,28 +46,67 @@ def service_env_names() -> set[str]:
     return env_names(Settings)
 
 
-def drift_env_names() -> set[str]:
-    """What `probserve drift run|serve` reads: monitoring.drift.settings.DriftSettings."""
-    from monitoring.drift.settings import DriftSettings
+def probserve_command(name: str, subcommand: str | None = None) -> Any:
+    """The click command of ``probserve NAME [SUBCOMMAND]``, found as the root CLI finds it:
+    ``serve`` in service.serve, the others through the ``probserve.commands`` entry points."""
+    from importlib.metadata import entry_points
 
-    return env_names(DriftSettings)
+    if name == "serve":
+        from service.serve import serve
+
+        loaded: Any = serve
+    else:
+        (entry,) = [ep for ep in entry_points(group="probserve.commands") if ep.name == name]
+        loaded = entry.load()
+    if isinstance(loaded, typer.Typer):
+        app = loaded
+    else:
+        app = typer.Typer()
+        app.command()(loaded)
+    command: Any = typer.main.get_command(app)
+    if subcommand is not None:
+        # Typer vendors its own click: a group is whatever has subcommands.
+        subcommands = getattr(command, "commands", None)
+        assert subcommands, f"probserve {name} has no subcommands"
+        command = subcommands[subcommand]
+    return command
 
 
-def train_env_names() -> set[str]:
-    """What `probserve train` reads: the envvar of each of its Typer options."""
-    import training.cli
-
-    wrapper = typer.Typer()
-    wrapper.command()(training.cli.app)
-    command = typer.main.get_command(wrapper)
+def command_env_names(name: str, subcommand: str | None = None) -> set[str]:
+    """The environment variables of the options of ``probserve NAME [SUBCOMMAND]``."""
     names: set[str] = set()
-    for param in command.params:
+    for param in probserve_command(name, subcommand).params:
         envvar = getattr(param, "envvar", None)
         if isinstance(envvar, str):
             names.add(envvar)
         elif envvar:
             names.update(envvar)
     return names
+
+
+def command_flags(argv: list[str]) -> tuple[set[str], set[str]] | None:
+    """(flags ``argv`` passes, flags its probserve command accepts), or None if not probserve."""
+    words = [w for w in argv if not w.startswith("-")]
+    if words[:1] != ["probserve"] or len(words) < 2:
+        return None
+    sub = words[2] if words[1] == "drift" and len(words) > 2 else None
+    command = probserve_command(words[1], sub)
+    accepted = {opt for param in command.params for opt in getattr(param, "opts", [])}
+    given = {w.partition("=")[0] for w in argv if w.startswith("--")}
+    return given, accepted
+
+
+def drift_env_names(subcommand: str = "serve") -> set[str]:
+    """What `probserve drift run|serve` reads: its options' variables and DriftSettings' fields
+    (monitoring.drift.settings.DriftSettings fills from the environment what no flag gave)."""
+    from monitoring.drift.settings import DriftSettings
+
+    return env_names(DriftSettings) | command_env_names("drift", subcommand)
+
+
+def train_env_names() -> set[str]:
+    """What `probserve train` reads: the envvar of each of its options."""
+    return command_env_names("train")
 
 
 def settings_for(argv: list[str]) -> set[str] | None:
@@ -78,8 +117,8 @@ def settings_for(argv: list[str]) -> set[str] | None:
     sub = words[1] if len(words) > 1 else None
     if sub == "serve":
         return service_env_names()
-    if sub == "drift":
-        return drift_env_names()
+    if sub == "drift" and len(words) > 2:
+        return drift_env_names(words[2])
     if sub == "train":
         return train_env_names()
     return None

@@ -20,6 +20,7 @@ import yaml
 from tests.deploy.helpers import (
     ROOT,
     as_list,
+    command_flags,
     compose_variables,
     environment_of,
     interpolate,
@@ -117,16 +118,29 @@ def test_named_volumes_are_declared(compose: dict[str, Any]) -> None:
     assert used == declared
 
 
-def _command_of(service: dict[str, Any], images: dict[str, list[str]]) -> list[str]:
-    """What the container runs: entrypoint + command, the image's ENTRYPOINT when not overridden."""
-    entrypoint = as_list(service.get("entrypoint"))
-    if not entrypoint:
-        entrypoint = images.get(str(service.get("image")), [])
-    return entrypoint + as_list(service.get("command"))
+#: The trainer image's entrypoint script ends in `exec probserve train --model-repository ...`.
+TRAIN_SCRIPT = ["train-if-empty"]
 
 
-def _image_entrypoints(services: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
-    """image name -> ENTRYPOINT of the Dockerfile stage that builds it."""
+def _command_of(
+    service: dict[str, Any], images: dict[str, tuple[list[str], list[str]]]
+) -> list[str]:
+    """What the container runs: entrypoint + command, the image's when the service gives none."""
+    entrypoint, default_command = images.get(str(service.get("image")), ([], []))
+    if service.get("entrypoint") is not None:
+        entrypoint, default_command = as_list(service["entrypoint"]), []
+    command = as_list(service["command"]) if "command" in service else default_command
+    if entrypoint == TRAIN_SCRIPT:
+        script = (ROOT / "docker" / "train-if-empty.sh").read_text()
+        assert 'exec probserve train --model-repository "$repository" "$@"' in script
+        entrypoint = ["probserve", "train", "--model-repository=/models"]
+    return entrypoint + command
+
+
+def _image_entrypoints(
+    services: dict[str, dict[str, Any]],
+) -> dict[str, tuple[list[str], list[str]]]:
+    """image name -> (ENTRYPOINT, CMD) of the Dockerfile stage that builds it."""
     from tests.deploy.helpers import read_dockerfile
 
     result = {}
@@ -136,8 +150,11 @@ def _image_entrypoints(services: dict[str, dict[str, Any]]) -> dict[str, list[st
             continue
         dockerfile = read_dockerfile(ROOT / build["context"] / build["dockerfile"])
         stage = dockerfile.stage(build["target"]) if "target" in build else dockerfile.stages[-1]
-        (entrypoint,) = stage.all("ENTRYPOINT")
-        result[str(service["image"])] = [str(w) for w in yaml.safe_load(entrypoint.value)]
+        words = []
+        for keyword in ["ENTRYPOINT", "CMD"]:
+            found = stage.all(keyword)
+            words.append([str(w) for w in yaml.safe_load(found[0].value)] if found else [])
+        result[str(service["image"])] = (words[0], words[1])
     return result
 
 
@@ -305,3 +322,18 @@ def test_interpolation_helper_follows_compose_rules() -> None:
     # The helper the tests above lean on: ${VAR:-default}, ${VAR} and $$ as compose reads them.
     assert interpolate("${A:-x}/${B}/$$C", {"B": "b"}) == "x/b/$C"
     assert interpolate("${A:-x}", {"A": "a"}) == "a"
+
+
+def test_every_flag_passed_to_probserve_is_an_option_of_that_command(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    images = _image_entrypoints(services)
+    checked = 0
+    for name, service in services.items():
+        flags = command_flags(_command_of(service, images))
+        if flags is None:
+            continue
+        given, accepted = flags
+        assert given <= accepted, f"{name}: unknown flags {given - accepted}"
+        checked += 1
+    assert checked >= 4  # probserve, probserve-gpu, drift-monitor, trainer

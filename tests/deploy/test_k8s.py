@@ -21,6 +21,7 @@ import yaml
 from tests.deploy.helpers import (
     KUBERNETES_VERSION,
     ROOT,
+    command_flags,
     drift_env_names,
     load_compose,
     service_env_names,
@@ -270,6 +271,10 @@ def test_drift_monitor_environment_is_real_drift_settings(rendered: tuple[str, O
     assert c["command"] == ["probserve"] and c["args"][:2] == ["drift", "serve"]
     env = {k for k in env_of(objects, c) if k.startswith("PROBSERVE_")}
     assert env <= drift_env_names(), env - drift_env_names()
+    flags = command_flags(c["command"] + c["args"])
+    assert flags is not None
+    given, accepted = flags
+    assert given <= accepted, f"unknown flags {given - accepted}"
     port = next(a for a in c["args"] if a.startswith("--port=")).removeprefix("--port=")
     (metrics,) = c["ports"]
     assert metrics["containerPort"] == int(port)
