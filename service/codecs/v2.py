@@ -229,7 +229,7 @@ def _decode_inputs(
             expected_types = "BYTES or BOOL" if boolean else "BYTES"
         else:
             allowed, expected_types = NUMERIC_DATATYPES, "FP32 (or FP64, FP16, INT*, UINT*)"
-        if datatype not in allowed:
+        if type(datatype) is not str or datatype not in allowed:
             raise InvalidInput(
                 f"input {name!r}: expected datatype {expected_types}, got {describe(datatype)}",
                 feature=name,
