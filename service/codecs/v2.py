@@ -3,8 +3,9 @@
 Inputs: one tensor per feature, named after the feature, shape ``[N]`` or ``[N, 1]``.
 Numeric features take FP32 (also FP64, FP16 and the INT/UINT types, converted to float32);
 a NaN is a missing value, an infinity is refused. Categorical features take BYTES (UTF-8 text;
-``""`` or JSON ``null`` is missing). ``data`` may be flat or nested (row-major), or the tensor may
-travel in the binary section (``parameters.binary_data_size``, with the JSON header length in the
+``""`` or JSON ``null`` is missing); one trained from a True/False column also takes BOOL.
+``data`` may be flat or nested (row-major), or the tensor may travel in the binary section
+(``parameters.binary_data_size``, with the JSON header length in the
 ``Inference-Header-Content-Length`` header), which is what ``tritonclient.http`` sends by default.
 ``parameters.confidence_level`` sets the level (default from the settings).
 
@@ -13,6 +14,11 @@ Outputs, all ``[N, C]`` in the class order of the model metadata unless noted:
 (BOOL ``[N, C]``: a typed mask, because V2 has no list-of-strings-per-row type and a JSON string
 per row would need a second decoder on the client). A request may name a subset in ``outputs``
 and ask for any of them in binary (``parameters.binary_data``, or ``binary_data_output`` for all).
+
+Every field is checked against the protocol's types before use: ``id`` a string, ``parameters``
+(request, input and output level) an object of booleans, numbers and strings, ``shape`` a list
+of non-negative integers, ``outputs`` a list of objects naming known outputs once. A field of
+another type, ``null`` included, is a 400 naming it.
 """
 
 from __future__ import annotations
