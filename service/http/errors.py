@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import InvalidInput, MethodNotAllowed, NotFound, ProbserveError
 from service.http.ids import request_id_from_headers
+from service.http.public import public_reason
 
 logger = logging.getLogger("probserve.http")
 
@@ -30,11 +31,17 @@ def is_v2_path(path: str) -> bool:
     return path == "/v2" or path.startswith("/v2/")
 
 
+#: Errors whose message may carry a load failure worded for the operator (paths, digests).
+_BUNDLE_ERRORS = frozenset({"model_not_ready", "model_load_error", "internal_error"})
+
+
 def error_body(exc: ProbserveError, request_id: str, *, v2: bool) -> bytes:
-    """Serialise a domain error in the protocol's error shape."""
+    """Serialise a domain error in the protocol's error shape (no paths or digests in it)."""
+    message = public_reason(exc.message) if exc.error_type in _BUNDLE_ERRORS else exc.message
     if v2:
-        return orjson.dumps({"error": exc.message})
+        return orjson.dumps({"error": message})
     body: dict[str, Any] = exc.to_dict()
+    body["error"] = message
     body["request_id"] = request_id
     return orjson.dumps(body)
 

@@ -32,9 +32,11 @@ from service.http.handlers import (
     too_large,
 )
 from service.http.ids import request_id_from_headers
+from service.http.public import public_reason
+from service.http.readiness import is_ready
 from service.http.state import ServiceState
 from service.http.telemetry_routes import build_telemetry_router
-from service.types import ModelSummary
+from service.types import IndexEntry, ModelSummary
 
 try:
     __version__ = version("probserve")
@@ -94,12 +96,18 @@ def _health_routes(state: ServiceState) -> APIRouter:
     async def healthz() -> Response:
         return json_response({"status": "alive"})
 
-    @router.get("/readyz", summary="Readiness: every configured model is loaded")
+    def ready() -> bool:
+        # The readiness setting ('all' models or 'any' model) decides (service/http/readiness.py).
+        dataplane = state.dataplane_
+        return dataplane is not None and is_ready(dataplane.index(), state.settings.readiness)
+
+    @router.get("/readyz", summary="Readiness: models serve (all of them, or any: a setting)")
     async def readyz() -> Response:
-        if state.ready():
+        if ready():
             return json_response({"status": "ready"})
         dataplane = state.dataplane_
-        rows = [] if dataplane is None else [r.as_triton() for r in dataplane.index()]
+        # Public: names, versions, states and reasons, never paths (the index needs the token).
+        rows = [] if dataplane is None else [_public_row(r) for r in dataplane.index()]
         return json_response({"status": "not ready", "models": rows}, 503)
 
     @router.get("/v2/health/live", summary="V2 server live")
@@ -108,15 +116,23 @@ def _health_routes(state: ServiceState) -> APIRouter:
 
     @router.get("/v2/health/ready", summary="V2 server ready")
     async def v2_ready() -> Response:
-        ready = state.ready()
-        return json_response({"ready": ready}, 200 if ready else 503)
+        is_up = ready()
+        return json_response({"ready": is_up}, 200 if is_up else 503)
 
     return router
+
+
+def _public_row(row: IndexEntry) -> dict[str, str]:
+    """An index row for an unauthenticated answer: the reason without paths or digests."""
+    public = row.as_triton()
+    public["reason"] = public_reason(public["reason"])
+    return public
 
 
 def _model_entry(dataplane: DataPlane, summary: ModelSummary) -> dict[str, Any]:
     """A list entry: the summary, plus the full metadata when a version serves."""
     entry: dict[str, Any] = asdict(summary)
+    entry["reason"] = public_reason(summary.reason)
     if summary.default_version is not None:
         entry.update(asdict(dataplane.model_info(summary.name)))
     return entry
