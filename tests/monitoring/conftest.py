@@ -25,6 +25,7 @@ from service.uncertainty import (
     logit_intervals,
     prediction_sets,
 )
+from tests.monitoring.prometheus_support import prometheus_factory  # noqa: F401  (fixture)
 from tests.service.conftest import write_test_bundle
 from training.bundle_writer import run_graph
 
