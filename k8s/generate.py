@@ -105,7 +105,13 @@ def dashboard_configmaps(root: Path) -> list[dict[str, Any]]:
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": {"name": configmap_name(path), "labels": dict(DASHBOARD_LABELS)},
+                "metadata": {
+                    "name": configmap_name(path),
+                    "labels": dict(DASHBOARD_LABELS),
+                    # The folder the compose stack's provider uses; the sidecar honours it when
+                    # its folderAnnotation is set to grafana_folder.
+                    "annotations": {"grafana_folder": "probserve"},
+                },
                 "data": {path.name: text},
             }
         )
