@@ -12,6 +12,7 @@ from typing import Any
 
 from service.bundle import Manifest
 from service.codecs.examples import infer_example, predict_example
+from service.codecs.v2 import NUMERIC_DATATYPES
 
 _VALUE = {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "integer"}, {"type": "null"}]}
 
@@ -24,7 +25,8 @@ PREDICT_REQUEST_SCHEMA: dict[str, Any] = {
             "type": "array",
             "minItems": 1,
             "description": "One object per row, keyed by feature name; null is a missing value.",
-            "items": {"type": "object", "additionalProperties": _VALUE},
+            # An empty row is refused (400): say so, so generated clients and fuzzers agree.
+            "items": {"type": "object", "minProperties": 1, "additionalProperties": _VALUE},
         },
         "confidence_level": {
             "type": "number",
@@ -41,7 +43,8 @@ V2_TENSOR_SCHEMA: dict[str, Any] = {
     "properties": {
         "name": {"type": "string"},
         "shape": {"type": "array", "items": {"type": "integer"}},
-        "datatype": {"type": "string", "enum": ["FP32", "FP64", "INT32", "INT64", "BYTES"]},
+        # BOOL: prediction_set goes out as a BOOL mask; a True/False feature may come in as one.
+        "datatype": {"type": "string", "enum": [*NUMERIC_DATATYPES, "BYTES", "BOOL"]},
         "data": {"type": "array", "items": {}},
         "parameters": {"type": "object"},
     },
@@ -52,7 +55,7 @@ INFER_REQUEST_SCHEMA: dict[str, Any] = {
     "required": ["inputs"],
     "properties": {
         "id": {"type": "string"},
-        "inputs": {"type": "array", "items": V2_TENSOR_SCHEMA},
+        "inputs": {"type": "array", "minItems": 1, "items": V2_TENSOR_SCHEMA},
         "outputs": {
             "type": "array",
             "items": {
@@ -137,7 +140,82 @@ def responses(schema: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
         400: {"description": "Invalid input (names instance, feature, expectation)", **error},
         404: {"description": "Unknown model or version", **error},
         413: {"description": "Body over the size limit", **error},
+        503: {"description": "Model not loaded (the reason says why), or overloaded", **error},
     }
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Invalid input, or a bundle that failed to load",
+    401: "Missing or wrong bearer token",
+    403: "Model control is off (no admin token configured)",
+    404: "Unknown model or version",
+    503: "Not ready: starting, stopping, or the model has no loaded version",
+}
+
+_NOT_READY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {
+        "status": {"type": "string"},
+        "models": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "version": {"type": "string"},
+                    "state": {"type": "string"},
+                    "reason": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+_V2_READY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["ready"],
+    "properties": {"ready": {"type": "boolean"}},
+}
+
+
+def error_statuses(path: str) -> tuple[int, ...]:
+    """The error statuses the service really sends on ``path`` (FastAPI's 422 is never sent)."""
+    if path.startswith("/v2/repository/"):
+        model_control = path.endswith(("/load", "/unload"))
+        return (400, 401, 403, 404, 503) if model_control else (401, 403, 503)
+    if "{name}" in path:
+        return (404, 503)
+    if path == "/v1/models":
+        return (503,)
+    return ()
+
+
+def document_errors(schema: dict[str, Any]) -> None:
+    """Make a generated OpenAPI document list the error answers the service really sends.
+
+    Every error is JSON in one shape (service/http/errors.py), 400 replaces FastAPI's 422, and
+    the readiness probes answer 503 with their own bodies.
+    """
+    error = {"application/json": {"schema": ERROR_SCHEMA}}
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            answers: dict[str, Any] = operation.setdefault("responses", {})
+            answers.pop("422", None)
+            for status in error_statuses(path):
+                answers.setdefault(
+                    str(status), {"description": _ERROR_DESCRIPTIONS[status], "content": error}
+                )
+    probes = {"/readyz": _NOT_READY_SCHEMA, "/v2/health/ready": _V2_READY_SCHEMA}
+    for path, body in probes.items():
+        get = schema.get("paths", {}).get(path, {}).get("get")
+        if get is not None:
+            get["responses"]["503"] = {
+                "description": "Not ready",
+                "content": {"application/json": {"schema": body}},
+            }
+    components = schema.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
 
 
 def add_examples(schema: dict[str, Any], name: str, version: int, manifest: Manifest) -> None:

@@ -9,6 +9,7 @@ traceback goes to the server log under the same id, never to the caller.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -59,9 +60,11 @@ def internal_error(exc: BaseException, request_id: str, path: str) -> ProbserveE
     )
 
 
-def _response(exc: ProbserveError, request: Request) -> Response:
+def _response(
+    exc: ProbserveError, request: Request, extra: Mapping[str, str] | None = None
+) -> Response:
     request_id = request_id_from_headers(request.headers.get("x-request-id"))
-    headers = {"x-request-id": request_id}
+    headers = {**(extra or {}), "x-request-id": request_id}
     if exc.status_code == 401:
         headers["www-authenticate"] = "Bearer"
     return Response(
@@ -97,7 +100,9 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             err = ProbserveError(str(exc.detail))
             err.status_code = exc.status_code
-        return _response(err, request)
+        # Starlette's 405 names the allowed methods in an Allow header (RFC 9110): keep it.
+        allow = (exc.headers or {}).get("Allow")
+        return _response(err, request, {"allow": allow} if allow else None)
 
     async def on_crash(request: Request, exc: Exception) -> Response:
         request_id = request_id_from_headers(request.headers.get("x-request-id"))

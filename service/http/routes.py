@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
+from fastapi_offline import FastAPIOffline
 
 from service.codecs.examples import predict_example
 from service.codecs.v2 import model_metadata
@@ -45,6 +46,9 @@ except PackageNotFoundError:  # running from a checkout that was never installed
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
+#: Where the Swagger UI and ReDoc scripts are served from.
+DOCS_ASSETS = "/docs-assets"
+
 
 def json_response(body: Any, status: int = 200) -> Response:
     """An orjson-serialised response."""
@@ -53,7 +57,10 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 def build_fastapi(state: ServiceState, lifespan: Lifespan) -> FastAPI:
     """The documented app: every route of the service, errors in one JSON shape."""
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from this server (the package
+    # ships them), not from a CDN, so the docs work offline and behind strict firewalls.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="probserve",
         version=__version__,
         description=(
@@ -292,6 +299,7 @@ def _document_with_examples(app: FastAPI, state: ServiceState) -> None:
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
+        docs.document_errors(schema)
         dataplane = state.dataplane_
         summaries = [] if dataplane is None else dataplane.list_models()
         for summary in summaries:
