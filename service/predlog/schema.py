@@ -126,7 +126,7 @@ def create_sqlite(connection: sqlite3.Connection) -> int:
             )
             found = connection.execute("SELECT max(version) FROM schema_version").fetchone()
             current = int(found[0]) if found and found[0] is not None else 0
-            _check_not_newer(current)
+            check_not_newer(current)
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in migration(version, "sqlite"):
                     connection.execute(statement)
@@ -142,7 +142,8 @@ def create_sqlite(connection: sqlite3.Connection) -> int:
     return current
 
 
-def _check_not_newer(current: int) -> None:
+def check_not_newer(current: int) -> None:
+    """Refuse a database whose layout is newer than this code (SchemaTooNew)."""
     if current > SCHEMA_VERSION:
         raise SchemaTooNew(
             f"the prediction log has layout version {current}; this server knows up to "
