@@ -89,3 +89,28 @@ class NotFound(ProbserveError):
 
     status_code = 404
     error_type = "not_found"
+
+
+class Overloaded(ProbserveError):
+    """The model's queue is full: the request was refused at once, never queued (load shedding).
+
+    ``retry_after_s`` (whole seconds, also in the details) is what the HTTP layer sends as
+    ``Retry-After``.
+    """
+
+    status_code = 503
+    error_type = "overloaded"
+    #: Default Retry-After in seconds when the raiser does not name one.
+    retry_after_s = 1
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None, **details: Any) -> None:
+        seconds = type(self).retry_after_s if retry_after_s is None else retry_after_s
+        super().__init__(message, retry_after_s=seconds, **details)
+        self.retry_after_s = seconds
+
+
+class DeadlineExceeded(ProbserveError):
+    """The request waited in the model's queue past its deadline and was not computed."""
+
+    status_code = 503
+    error_type = "deadline_exceeded"

@@ -1,6 +1,8 @@
 """Dynamic request batching per model version."""
 
 from service.batching.batcher import (
+    DEADLINE_EXCEEDED,
+    OVERLOADED,
     BatchObserver,
     BatchOutput,
     BatchStats,
@@ -8,9 +10,13 @@ from service.batching.batcher import (
     DynamicBatcher,
     RowBatch,
     RowSliceable,
+    ShedObserver,
+    ShedStats,
 )
 
 __all__ = [
+    "DEADLINE_EXCEEDED",
+    "OVERLOADED",
     "BatchObserver",
     "BatchOutput",
     "BatchStats",
@@ -18,4 +24,6 @@ __all__ = [
     "DynamicBatcher",
     "RowBatch",
     "RowSliceable",
+    "ShedObserver",
+    "ShedStats",
 ]

@@ -12,6 +12,18 @@ parameter (the data plane passes the confidence level and derives probabilities,
 sets). It runs in the worker thread, once per batch and distinct level, so that per-row numpy
 work is paid per batch rather than per request, and stays off the event loop.
 
+When ``run`` fails for a batch of several requests, each of them is run again on its own, so only
+the request that really fails gets the error and the others their answers (a malformed value in
+one request must not fail its neighbours: docs/architecture.md, "one client never fails another").
+
+Load shedding (both off by default): ``max_queued_rows`` bounds the rows waiting for the worker;
+a request that would exceed it fails at once with :class:`~service.errors.Overloaded` (never
+queued), except into an empty queue, so a request larger than the bound is still served.
+``deadline_s`` bounds how long a request may wait before its run starts; past it the request is
+answered :class:`~service.errors.DeadlineExceeded` and its rows are never computed. Expired
+requests are found by a timer on the oldest queued request (deadlines fall in queue order, so they
+expire as a prefix of the queue) and again whenever a batch is cut.
+
 The delay's effective resolution is the event loop's timer resolution (about 1 ms with epoll or
 libuv): a delay below that still batches, but waits up to about a millisecond.
 """
@@ -23,12 +35,14 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Generic, Protocol, Self, TypeVar
+from typing import Final, Generic, Protocol, Self, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
+
+from service.errors import DeadlineExceeded, Overloaded
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +87,13 @@ class BatchOutput(Generic[D]):
 
 @dataclass(frozen=True, slots=True)
 class BatchStats:
-    """What one run() call did, for metrics (histograms of batch size, wait and run time)."""
+    """What one run() call did, for metrics (histograms of batch size, wait and run time).
+
+    Observers get one per ``run`` call. When a batch of several requests fails they get, in
+    order: the failed batch (``failed=True``, ``rerun=False``, timings 0), then one per request
+    run again on its own (``requests=1``, ``rerun=True``, ``failed`` for the ones that failed
+    again, timings 0 for those). A request alone in a failed batch is not run again.
+    """
 
     model: str
     version: int
@@ -82,9 +102,46 @@ class BatchStats:
     max_queue_wait_seconds: float
     inference_seconds: float
     failed: bool
+    rerun: bool = False  # one request of a failed batch, run again on its own
+
+
+#: ``ShedStats.reason`` values: the ``error_type`` of the answer the shed requests got.
+OVERLOADED: Final = Overloaded.error_type
+DEADLINE_EXCEEDED: Final = DeadlineExceeded.error_type
+
+
+@dataclass(frozen=True, slots=True)
+class ShedStats:
+    """Requests answered without being computed (load shedding), for metrics.
+
+    ``reason`` is ``"overloaded"`` (refused by ``submit``, one event per refused request) or
+    ``"deadline_exceeded"`` (expired in the queue; one event per group expired together).
+    """
+
+    model: str
+    version: int
+    reason: str
+    requests: int
+    rows: int
 
 
 BatchObserver = Callable[[BatchStats], None]
+ShedObserver = Callable[[ShedStats], None]
+
+
+class _QueuedJob(Generic[D]):
+    """A job handed to the worker's queue (delay 0) that its deadline may cancel."""
+
+    __slots__ = ("expired", "job")
+
+    def __init__(self, job: Future[_Ran[D]]) -> None:
+        self.job = job
+        self.expired = False
+
+    def expire(self) -> None:
+        # Future.cancel() succeeds only while the job still waits for the worker thread: a job
+        # already running is left to finish and answer.
+        self.expired = self.job.cancel()
 
 
 class _Pending(Generic[D]):
@@ -126,19 +183,38 @@ class DynamicBatcher(Generic[D]):
         model: str = "",
         version: int = 0,
         observers: Sequence[BatchObserver] = (),
+        max_queued_rows: int | None = None,
+        deadline_s: float | None = None,
+        retry_after_s: int = 1,
+        shed_observers: Sequence[ShedObserver] = (),
     ) -> None:
-        """``run`` maps columns to [rows, K, C]; observers get a :class:`BatchStats` per call."""
+        """``run`` maps columns to [rows, K, C]; observers get a :class:`BatchStats` per call.
+
+        ``max_queued_rows`` (None: unbounded) and ``deadline_s`` (None: none) turn on load
+        shedding; refused requests carry ``retry_after_s``; ``shed_observers`` get a
+        :class:`ShedStats` for every request shed.
+        """
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_queue_delay_us < 0:
             raise ValueError(f"max_queue_delay_us must be >= 0, got {max_queue_delay_us}")
+        if max_queued_rows is not None and max_queued_rows < 1:
+            raise ValueError(f"max_queued_rows must be >= 1 or None, got {max_queued_rows}")
+        if deadline_s is not None and not deadline_s > 0:
+            raise ValueError(f"deadline_s must be > 0 or None, got {deadline_s}")
+        if retry_after_s < 0:
+            raise ValueError(f"retry_after_s must be >= 0, got {retry_after_s}")
         self._run = run
         self._derive = derive
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_us / 1e6
+        self.max_queued_rows = max_queued_rows
+        self.deadline_s = deadline_s
+        self.retry_after_s = retry_after_s
         self.model = model
         self.version = version
         self._observers = tuple(observers)
+        self._shed_observers = tuple(shed_observers)
         # One worker thread per model version: one inference at a time per model, which is
         # what a small CPU graph wants (intra-op threads parallelise inside the call), and the
         # event loop never blocks on onnxruntime.
@@ -147,11 +223,15 @@ class DynamicBatcher(Generic[D]):
         )
         self._pending: deque[_Pending[D]] = deque()
         self._pending_rows = 0
+        # Delay 0: rows handed to the worker and not answered yet (waiting or running).
+        self._alone_rows = 0
         # The consumer sleeps on this future; submit() resolves it only when the consumer is
         # idle or the batch just became full, so a request costs no wake-up in between.
         self._wakeup: asyncio.Future[None] | None = None
         self._idle = True
         self._consumer: asyncio.Task[None] | None = None
+        # At most one timer, due at the oldest queued request's deadline.
+        self._expiry: asyncio.TimerHandle | None = None
         self._closed = False
         self._in_flight = 0
 
@@ -160,6 +240,11 @@ class DynamicBatcher(Generic[D]):
         """False when the delay is 0: every request runs alone."""
         return self.max_queue_delay_s > 0
 
+    @property
+    def queued_rows(self) -> int:
+        """Rows the load-shedding bound counts now (delay 0: also the row running)."""
+        return self._pending_rows + self._alone_rows
+
     async def submit(self, batch: RowBatch) -> NDArray[np.float32]:
         """Member probabilities [rows, K, C] for exactly this request's rows, in order."""
         return (await self.submit_timed(batch)).member_probabilities
@@ -167,12 +252,29 @@ class DynamicBatcher(Generic[D]):
     async def submit_timed(self, batch: RowBatch, level: float | None = None) -> BatchOutput[D]:
         """Like :meth:`submit`, with timings and, given a ``level``, this request's derived rows.
 
-        An error from ``run`` fails every request of that batch; an error from ``derive`` fails
-        the requests that asked for that level.
+        An error from ``run`` for a batch of several requests makes each run again alone: only
+        the requests that fail alone get their own error, as raised. An error from ``derive``
+        fails the requests that asked for that level. Raises :class:`~service.errors.Overloaded`
+        at once when the queue bound is reached, :class:`~service.errors.DeadlineExceeded` when
+        the request waited past ``deadline_s`` without starting.
         """
-        if not self.batching or self._closed:
-            # Also after close(): a request that resolved this version just before a swap
-            # still runs on it (the session lives as long as someone holds the model).
+        if self._closed:
+            # A request that resolved this version just before a swap still runs on it (the
+            # session lives as long as someone holds the model), without shedding.
+            return await self._run_alone(batch, level)
+        limit = self.max_queued_rows
+        if limit is not None:
+            queued = self._pending_rows + self._alone_rows
+            if queued and queued + batch.rows > limit:
+                self._shed(OVERLOADED, 1, batch.rows)
+                raise Overloaded(
+                    f"model {self.model!r} version {self.version} is overloaded "
+                    f"({queued} rows queued, limit {limit}); retry later",
+                    retry_after_s=self.retry_after_s,
+                    model=self.model,
+                    version=self.version,
+                )
+        if not self.batching:
             return await self._run_alone(batch, level)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[BatchOutput[D]] = loop.create_future()
@@ -180,6 +282,8 @@ class DynamicBatcher(Generic[D]):
         self._pending_rows += batch.rows
         if self._consumer is None:
             self._consumer = loop.create_task(self._consume(), name=f"batcher-{self.model}")
+        if self.deadline_s is not None and self._expiry is None:
+            self._expiry = loop.call_later(self.deadline_s, self._expire_queued)
         wakeup = self._wakeup
         if (
             wakeup is not None
@@ -201,6 +305,9 @@ class DynamicBatcher(Generic[D]):
             wakeup.set_result(None)
         if self._consumer is not None:
             await asyncio.shield(self._consumer)
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         while self._in_flight:
             await asyncio.sleep(0.001)
         self._executor.shutdown(wait=False)
@@ -231,18 +338,46 @@ class DynamicBatcher(Generic[D]):
                     derived[level] = exc
         return _Ran(out, derived, started, finished)
 
+    def _run_each(self, items: Sequence[_Pending[D]]) -> list[_Ran[D] | Exception]:
+        """Each request of a failed batch on its own, in one trip to the worker thread."""
+        outcomes: list[_Ran[D] | Exception] = []
+        for item in items:
+            levels = set() if item.level is None else {item.level}
+            try:
+                outcomes.append(self._run_batch((item.batch,), levels))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
     # -- the event loop side -------------------------------------------------------------------
 
     async def _run_alone(self, batch: RowBatch, level: float | None) -> BatchOutput[D]:
         enqueued = time.perf_counter()
         levels = set() if level is None else {level}
         self._in_flight += 1
+        queued: _QueuedJob[D] | None = None
+        timer: asyncio.TimerHandle | None = None
         try:
             if self._closed:
                 ran = await asyncio.to_thread(self._run_batch, (batch,), levels)
             else:
-                loop = asyncio.get_running_loop()
-                ran = await loop.run_in_executor(self._executor, self._run_batch, (batch,), levels)
+                self._alone_rows += batch.rows
+                job = self._executor.submit(self._run_batch, (batch,), levels)
+                if self.deadline_s is not None:
+                    queued = _QueuedJob(job)
+                    timer = asyncio.get_running_loop().call_later(self.deadline_s, queued.expire)
+                try:
+                    ran = await asyncio.wrap_future(job)
+                finally:
+                    self._alone_rows -= batch.rows
+                    if timer is not None:
+                        timer.cancel()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if queued is None or not queued.expired or (task is not None and task.cancelling()):
+                raise
+            self._shed(DEADLINE_EXCEEDED, 1, batch.rows)
+            raise self._deadline_error() from None
         except Exception:
             self._notify(batch.rows, 1, 0.0, 0.0, failed=True)
             raise
@@ -296,6 +431,8 @@ class DynamicBatcher(Generic[D]):
 
     def _take(self) -> list[_Pending[D]]:
         """Cut the next batch: whole requests, oldest first, up to max_batch_size rows."""
+        if self.deadline_s is not None:
+            self._drop_expired(time.perf_counter())  # never compute for a caller gone 503
         taken: list[_Pending[D]] = []
         rows = 0
         while self._pending:
@@ -311,56 +448,146 @@ class DynamicBatcher(Generic[D]):
             rows += size
         return taken
 
+    def _expire_queued(self) -> None:
+        """Timer callback: answer the expired queued requests, re-arm for the next oldest."""
+        self._expiry = None
+        deadline_s = self.deadline_s
+        if deadline_s is None:
+            return
+        now = time.perf_counter()
+        self._drop_expired(now)
+        if self._pending:
+            due = self._pending[0].enqueued + deadline_s - now
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_later(max(due, 0.0), self._expire_queued)
+
+    def _drop_expired(self, now: float) -> None:
+        # Every request gets the same deadline_s and the queue is in submit order, so the
+        # expired requests are a prefix of the queue.
+        deadline_s = self.deadline_s
+        assert deadline_s is not None
+        requests = rows = 0
+        while self._pending and self._pending[0].enqueued + deadline_s <= now:
+            item = self._pending.popleft()
+            self._pending_rows -= item.batch.rows
+            if not item.future.done():
+                item.future.set_exception(self._deadline_error())
+                requests += 1
+                rows += item.batch.rows
+        if requests:
+            self._shed(DEADLINE_EXCEEDED, requests, rows)
+
     async def _execute(self, items: list[_Pending[D]]) -> None:
         loop = asyncio.get_running_loop()
         rows = sum(item.batch.rows for item in items)
         levels = {item.level for item in items if item.level is not None}
         self._in_flight += 1
         try:
-            ran = await loop.run_in_executor(
-                self._executor, self._run_batch, [item.batch for item in items], levels
-            )
-        except Exception as exc:
-            # Fail exactly this batch's callers; the consumer carries on with the next batch.
-            for item in items:
-                if not item.future.done():
-                    item.future.set_exception(exc)
-            self._notify(rows, len(items), 0.0, 0.0, failed=True)
-            return
+            try:
+                ran = await loop.run_in_executor(
+                    self._executor, self._run_batch, [item.batch for item in items], levels
+                )
+            except Exception as exc:
+                self._notify(rows, len(items), 0.0, 0.0, failed=True)
+                if len(items) == 1:
+                    if not items[0].future.done():
+                        items[0].future.set_exception(exc)
+                    return
+                # One bad request (a value onnxruntime refuses, say) must not fail the others:
+                # run each alone so the error lands on the request that causes it. The consumer
+                # carries on with the next batch afterwards.
+                await self._rerun_each(items)
+                return
         finally:
             self._in_flight -= 1
         inference = ran.finished - ran.started
         offset = 0
         max_wait = 0.0
         for item in items:
-            size = item.batch.rows
-            stop = offset + size
+            stop = offset + item.batch.rows
             wait = ran.started - item.enqueued
             max_wait = max(max_wait, wait)
-            if not item.future.done():  # a cancelled caller does not break the others
-                derived = None if item.level is None else ran.derived.get(item.level)
-                if isinstance(derived, Exception):
-                    item.future.set_exception(derived)
-                else:
-                    if derived is not None and len(items) > 1:
-                        derived = derived.take_rows(offset, stop)
-                    item.future.set_result(
-                        BatchOutput(ran.output[offset:stop], wait, inference, rows, derived)
-                    )
+            self._deliver(item, ran, offset, stop, wait, inference, rows, len(items) > 1)
             offset = stop
         self._notify(rows, len(items), max_wait, inference, failed=False)
 
+    async def _rerun_each(self, items: list[_Pending[D]]) -> None:
+        live = [item for item in items if not item.future.done()]
+        loop = asyncio.get_running_loop()
+        outcomes = await loop.run_in_executor(self._executor, self._run_each, live)
+        for item, outcome in zip(live, outcomes, strict=True):
+            size = item.batch.rows
+            if isinstance(outcome, Exception):
+                if not item.future.done():
+                    item.future.set_exception(outcome)
+                self._notify(size, 1, 0.0, 0.0, failed=True, rerun=True)
+                continue
+            wait = outcome.started - item.enqueued
+            inference = outcome.finished - outcome.started
+            self._deliver(item, outcome, 0, size, wait, inference, size, False)
+            self._notify(size, 1, wait, inference, failed=False, rerun=True)
+
+    @staticmethod
+    def _deliver(
+        item: _Pending[D],
+        ran: _Ran[D],
+        start: int,
+        stop: int,
+        wait: float,
+        inference: float,
+        batch_rows: int,
+        shared: bool,
+    ) -> None:
+        """Hand ``item`` its rows ``start:stop`` of ``ran`` (or its level's derive error)."""
+        if item.future.done():  # a cancelled caller does not break the others
+            return
+        derived = None if item.level is None else ran.derived.get(item.level)
+        if isinstance(derived, Exception):
+            item.future.set_exception(derived)
+            return
+        if derived is not None and shared:
+            derived = derived.take_rows(start, stop)
+        item.future.set_result(
+            BatchOutput(ran.output[start:stop], wait, inference, batch_rows, derived)
+        )
+
+    def _deadline_error(self) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"request waited over {self.deadline_s:g} s in the queue of model {self.model!r} "
+            f"version {self.version} and was not computed",
+            model=self.model,
+            version=self.version,
+            deadline_s=self.deadline_s,
+        )
+
     def _notify(
-        self, rows: int, requests: int, wait: float, inference: float, *, failed: bool
+        self,
+        rows: int,
+        requests: int,
+        wait: float,
+        inference: float,
+        *,
+        failed: bool,
+        rerun: bool = False,
     ) -> None:
         if not self._observers:
             return
-        stats = BatchStats(self.model, self.version, rows, requests, wait, inference, failed)
+        stats = BatchStats(self.model, self.version, rows, requests, wait, inference, failed, rerun)
         for observer in self._observers:
             try:
                 observer(stats)
             except Exception:  # a broken metrics hook must not fail inference
                 logger.exception("batch observer %r failed", observer)
+
+    def _shed(self, reason: str, requests: int, rows: int) -> None:
+        if not self._shed_observers:
+            return
+        stats = ShedStats(self.model, self.version, reason, requests, rows)
+        for observer in self._shed_observers:
+            try:
+                observer(stats)
+            except Exception:  # a broken metrics hook must not fail the answer
+                logger.exception("shed observer %r failed", observer)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
