@@ -6,7 +6,8 @@ directory, scraping the given targets every second and evaluating the repository
 seconds. ``prometheus_factory`` is the pytest fixture that starts one and always stops it.
 
 ``all_expressions()`` lists the expressions of both Grafana dashboards (template variables
-replaced by a regex matching everything, ``$__rate_interval`` by 30s) and of every rule, so an
+replaced by a regex matching everything, ``$__rate_interval`` by 30s) and of every rule (an
+alert's comparisons made ``bool``, so a quiet alert still returns its inputs), so an
 end-to-end test can run each against the server and require data (see docs/architecture.md,
 "Monitoring").
 """
@@ -45,6 +46,8 @@ GRAFANA_INTERVALS = ("__rate_interval", "__interval", "__range")
 MATCH_ALL = ".*"
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)")
+#: A comparison with a number literal (label matchers compare with quoted strings, never this).
+_NUMBER_COMPARISON = re.compile(r"\s*(==|!=|>=|<=|>|<)\s*([-+]?[0-9][0-9.eE+-]*)")
 _LABEL_VALUES = re.compile(r"^\s*label_values\((?:(.+),)?\s*(\w+)\s*\)\s*$", re.DOTALL)
 
 
@@ -118,14 +121,30 @@ def dashboard_expressions() -> list[Expression]:
     return found
 
 
+def alert_data_expression(expr: str) -> str:
+    """An alert's expression with every comparison against a number made a ``bool`` one
+    (``x > 0.5`` becomes ``x > bool 0.5``): it returns 0 or 1 for every series the alert
+    watches, so "returns data" means the alert's inputs exist, not that it fires. Comparisons
+    bind looser than arithmetic, so ``a - b > 0.05`` stays ``(a - b) > bool 0.05``."""
+    converted, count = _NUMBER_COMPARISON.subn(r" \1 bool \2", expr.strip())
+    if count == 0:
+        raise ValueError(f"alert expression has no comparison with a number: {expr!r}")
+    return converted
+
+
 def rule_expressions() -> list[Expression]:
-    """Every recording and alerting rule's expression, as written."""
+    """Every recording rule's expression as written, and every alert's through
+    ``alert_data_expression`` (a quiet alert's own expression returns nothing)."""
     found: list[Expression] = []
     for path in rule_files():
         for group in yaml.safe_load(path.read_text())["groups"]:
             for rule in group["rules"]:
-                name = rule.get("record") or rule.get("alert")
-                found.append(Expression(f"{path.name} {name}", str(rule["expr"]).strip()))
+                expr = str(rule["expr"]).strip()
+                if "alert" in rule:
+                    source = f"{path.name} alert {rule['alert']}"
+                    found.append(Expression(source, alert_data_expression(expr)))
+                else:
+                    found.append(Expression(f"{path.name} record {rule['record']}", expr))
     return found
 
 

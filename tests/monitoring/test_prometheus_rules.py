@@ -22,6 +22,7 @@ from tests.monitoring.prometheus_support import (
     RATE_INTERVAL,
     PrometheusError,
     PrometheusFactory,
+    alert_data_expression,
     all_expressions,
     dashboard_expressions,
     rule_expressions,
@@ -175,12 +176,33 @@ def test_variable_queries_become_the_series_they_need() -> None:
     assert variable_expression("label_values(model)") == '{model=~".+"}'
 
 
-def test_expression_lists_cover_every_panel_target_and_rule() -> None:
+def test_alert_data_expression_keeps_the_operands_of_each_comparison() -> None:
+    assert alert_data_expression("a - b > 0.05") == "a - b > bool 0.05"
+    assert alert_data_expression("x == 0") == "x == bool 0"
+    assert alert_data_expression("x{w='c'}\n  / ignoring (w) y\n> 1.25\n") == (
+        "x{w='c'}\n  / ignoring (w) y > bool 1.25"
+    )
+    assert alert_data_expression('x{m!=""} > 0\nor\n(x unless x offset 5m) > 0') == (
+        'x{m!=""} > bool 0\nor\n(x unless x offset 5m) > bool 0'
+    )
+    with pytest.raises(ValueError, match="comparison"):
+        alert_data_expression("rate(x[5m])")
+
+
+def test_expression_lists_cover_every_panel_target_and_rule(tmp_path: Path) -> None:
     rules = rule_expressions()
     assert len(rules) == len(alerts()) + len(recording_rules())
+    assert sum(" bool " in e.expr for e in rules) == len(alerts())
     board = dashboard_expressions()
     assert all(e.expr.strip() and "$" not in e.expr for e in board)
-    assert all_expressions() == [*board, *rules]
+    everything = all_expressions()
+    assert everything == [*board, *rules]
+    # Each one parses (promtool check rules parses every rule's expression).
+    records = [{"record": f"check:expr:{i}", "expr": e.expr} for i, e in enumerate(everything)]
+    path = tmp_path / "all.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "all", "rules": records}]}))
+    result = promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # --- a real Prometheus ------------------------------------------------------------------------
