@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from monitoring.drift.metrics import DriftMetrics
+from monitoring.drift.summary import ColumnDrift, DriftSummary, Pair, Window
 from tests.monitoring.prometheus_support import (
     MATCH_ALL,
     PROMETHEUS_DIR,
@@ -36,6 +39,14 @@ CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 UNIT_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
 RUNBOOK = PROMETHEUS_DIR / "RUNBOOK.md"
 SEVERITIES = {"critical", "warning"}
+#: The alerts on the drift job's figures.
+MODEL_HEALTH_ALERTS = {
+    "ProbserveDatasetDrift",
+    "ProbserveEstimatedAccuracyDrop",
+    "ProbserveCalibrationBroken",
+    "ProbserveIntervalWidthUp",
+    "ProbserveDriftJobStale",
+}
 
 
 def promtool(*args: str, cwd: Path = PROMETHEUS_DIR) -> subprocess.CompletedProcess[str]:
@@ -283,6 +294,72 @@ def test_real_prometheus_evaluates_the_recording_rules(
         assert list(prometheus.targets_up().values()) == [True]
         with pytest.raises(PrometheusError, match="bad_data"):
             prometheus.query("sum(")
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def drift_summary(
+    model: str, *, drifted: bool, estimated: float, realized: float, width: float
+) -> DriftSummary:
+    """A summary with two compared columns; x1 drifted when ``drifted``."""
+    return DriftSummary(
+        model=model,
+        reference_version=1,
+        versions=["1"],
+        window=Window(),
+        rows_current=500,
+        rows_reference=2000,
+        sampled=False,
+        dataset_drift=drifted,
+        share_drifted=0.5 if drifted else 0.0,
+        columns={
+            "x1": ColumnDrift(drift_detected=drifted, score=0.001, method="ks", threshold=0.05),
+            "x2": ColumnDrift(drift_detected=False, score=0.4, method="ks", threshold=0.05),
+        },
+        estimated_accuracy=estimated,
+        realized_accuracy=realized,
+        labelled_rows=100,
+        expected_calibration_error=0.02,
+        mean_interval_width=Pair(reference=0.2, current=width),
+        ambiguous_share=Pair(reference=0.1, current=0.3 if drifted else 0.1),
+        warnings=[],
+    )
+
+
+@pytest.mark.slow
+def test_model_health_dashboard_and_alerts_read_the_drift_monitors_metrics(
+    prometheus_factory: PrometheusFactory,
+) -> None:
+    # The drift job's own exporter (DriftMetrics) for two models: "bad" trips every model-health
+    # alert's condition, "good" none. Every model-health dashboard query returns data, and each
+    # alert's condition (as a bool comparison) is 1 for bad and 0 for good: the alerts match the
+    # exporter's real label sets (window="reference|current", job/instance as scraped).
+    metrics = DriftMetrics()
+    now = time.time()
+    metrics.record(
+        drift_summary("bad", drifted=True, estimated=0.80, realized=0.60, width=0.4),
+        reference_accuracy=0.95,
+        finished_at=now - 7200,  # two hours ago: stale
+    )
+    metrics.record(
+        drift_summary("good", drifted=False, estimated=0.94, realized=0.93, width=0.21),
+        reference_accuracy=0.95,
+        finished_at=now + 3600,  # an hour ahead of the clock: fresh while the test runs
+    )
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
+    try:
+        prometheus = prometheus_factory([f"127.0.0.1:{port}"])
+        prometheus.wait_for("probserve_drift_share")
+        for e in dashboard_expressions():
+            if e.source.startswith("probserve-model-health.json"):
+                assert prometheus.query(e.expr), f"{e.source}: no data for {e.expr}"
+        conditions = [e for e in rule_expressions() if e.source.split()[-1] in MODEL_HEALTH_ALERTS]
+        assert len(conditions) == len(MODEL_HEALTH_ALERTS)
+        for e in conditions:
+            by_model = {r["metric"]["model"]: r["value"][1] for r in prometheus.query(e.expr)}
+            assert by_model == {"bad": "1", "good": "0"}, f"{e.source}: {by_model}"
     finally:
         server.shutdown()
         thread.join(timeout=10)
