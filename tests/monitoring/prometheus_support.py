@@ -3,7 +3,9 @@
 ``PrometheusServer`` runs Debian's ``prometheus`` binary on a free 127.0.0.1 port in a temporary
 directory, scraping the given targets every second and evaluating the repository's rule files
 (monitoring/prometheus/rules/) every second, so recording rules and alerts see fresh data within
-seconds. ``prometheus_factory`` is the pytest fixture that starts one and always stops it.
+seconds. ``prometheus_factory`` is the pytest fixture that starts one and always stops it;
+tests/monitoring/conftest.py offers it, and a conftest elsewhere gets it with
+``from tests.monitoring.prometheus_support import prometheus_factory``.
 
 ``all_expressions()`` lists the expressions of both Grafana dashboards (template variables
 replaced by a regex matching everything, ``$__rate_interval`` by 30s) and of every rule (an
