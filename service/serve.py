@@ -46,6 +46,13 @@ def serve(
     max_batch_size: Annotated[
         int | None, _opt("Rows per batched ONNX call (default 256).", "MAX_BATCH_SIZE")
     ] = None,
+    max_queued_rows: Annotated[
+        int | None,
+        _opt("Rows one model's queue holds before 503s (default 65536).", "MAX_QUEUED_ROWS"),
+    ] = None,
+    max_queue_wait_s: Annotated[
+        float | None, _opt("Seconds a request may stay queued; 0 no limit.", "MAX_QUEUE_WAIT_S")
+    ] = None,
     max_rows_per_request: Annotated[
         int | None, _opt("Rows one request may carry (default 4096).", "MAX_ROWS_PER_REQUEST")
     ] = None,
@@ -140,7 +147,7 @@ def run_server(settings: Settings, given: dict[str, Any]) -> None:
     """Configure logging, check the providers, and run uvicorn until SIGTERM/SIGINT."""
 
     from service.bundle.repository import check_not_a_file
-    from service.http.protocol import protocol_factory
+    from service.http_protocol import protocol_factory
     from service.logging_setup import configure_logging
     from service.runtime import resolve_providers
 

@@ -83,6 +83,8 @@ class ServedVersion:
         *,
         max_batch_size: int = 64,
         max_queue_delay_us: int = 0,
+        max_queued_rows: int | None = None,
+        max_queue_wait_s: float | None = None,
         batch_observers: Sequence[BatchObserver] = (),
     ) -> ServedVersion:
         """Precompute the arrays from the manifest and build the version's batcher."""
@@ -97,6 +99,8 @@ class ServedVersion:
             model=model.name,
             version=model.version,
             observers=batch_observers,
+            max_queued_rows=max_queued_rows,
+            deadline_s=max_queue_wait_s,
         )
         return cls(model, batcher, labels, scores)
 
@@ -117,6 +121,8 @@ class VersionLoader:
     intra_op_threads: int = 1
     max_batch_size: int = 64
     max_queue_delay_us: int = 0
+    max_queued_rows: int | None = None  # None: unbounded
+    max_queue_wait_s: float | None = None  # None: no deadline
     batch_observers: Sequence[BatchObserver] = field(default=())
 
     def __call__(self, path: Path, name: str, version: int) -> ModelHandle:
@@ -132,6 +138,8 @@ class VersionLoader:
             loaded,
             max_batch_size=self.max_batch_size,
             max_queue_delay_us=self.max_queue_delay_us,
+            max_queued_rows=self.max_queued_rows,
+            max_queue_wait_s=self.max_queue_wait_s,
             batch_observers=self.batch_observers,
         )
         return ModelHandle(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.provider_names import parse_provider_names
@@ -70,6 +70,26 @@ class Settings(BaseSettings):
         ),
     )
     max_batch_size: int = Field(default=256, ge=1, le=65536, description="Rows per ONNX call.")
+    # Load shedding (Triton's max_queue_size and default_timeout_microseconds): past the bound a
+    # request is refused at once with 503 + Retry-After rather than queued for nobody.
+    max_queued_rows: int = Field(
+        default=65_536,
+        ge=1,
+        le=100_000_000,
+        description=(
+            "Rows that may wait in one model version's batch queue; past it requests get 503 "
+            "with Retry-After at once (keep it above max_rows_per_request)."
+        ),
+    )
+    max_queue_wait_s: float = Field(
+        default=10.0,
+        ge=0.0,
+        le=3600.0,
+        description=(
+            "A request still queued after this many seconds is answered 503 and not computed "
+            "(0: wait as long as it takes)."
+        ),
+    )
     max_rows_per_request: int = Field(
         default=4096, ge=1, le=1_000_000, description="Rows one request may carry."
     )
@@ -133,7 +153,7 @@ class Settings(BaseSettings):
         default=Path("./prediction-spool"),
         description="Where rows wait on disk while the log database is unreachable.",
     )
-    # Connection hygiene (service/http/protocol.py): a client that sends nothing, half its
+    # Connection hygiene (service/http_protocol.py): a client that sends nothing, half its
     # headers or half its body is cut off instead of holding a file descriptor for ever.
     keep_alive_timeout_s: float = Field(
         default=5.0,
@@ -199,6 +219,16 @@ class Settings(BaseSettings):
     def _lower(cls, value: object) -> object:
         # Users write INFO as often as info; accept both, store one spelling.
         return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _queue_holds_a_request(self) -> Settings:
+        # A request is never split, so one larger than the queue bound could never be served.
+        if self.max_queued_rows < self.max_rows_per_request:
+            raise ValueError(
+                f"max_queued_rows ({self.max_queued_rows}) must be at least max_rows_per_request "
+                f"({self.max_rows_per_request}), or the largest requests could never be queued"
+            )
+        return self
 
     @field_validator("prediction_log_url")
     @classmethod

@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import InvalidInput, MethodNotAllowed, NotFound, ProbserveError
+from service.errors import InvalidInput, MethodNotAllowed, NotFound, Overloaded, ProbserveError
 from service.http.ids import request_id_from_headers
 from service.http.public import public_reason
 
@@ -47,6 +47,16 @@ def error_body(exc: ProbserveError, request_id: str, *, v2: bool) -> bytes:
     return orjson.dumps(body)
 
 
+def error_headers(exc: ProbserveError) -> dict[str, str]:
+    """Headers an error answer carries: the challenge on 401, Retry-After when shedding load."""
+    headers: dict[str, str] = {}
+    if exc.status_code == 401:
+        headers["www-authenticate"] = "Bearer"
+    if isinstance(exc, Overloaded):
+        headers["retry-after"] = str(exc.retry_after_s)
+    return headers
+
+
 def internal_error(exc: BaseException, request_id: str, path: str) -> ProbserveError:
     """Log an unexpected exception with its traceback; return the bland error the caller sees."""
     logger.error(
@@ -64,9 +74,7 @@ def _response(
     exc: ProbserveError, request: Request, extra: Mapping[str, str] | None = None
 ) -> Response:
     request_id = request_id_from_headers(request.headers.get("x-request-id"))
-    headers = {**(extra or {}), "x-request-id": request_id}
-    if exc.status_code == 401:
-        headers["www-authenticate"] = "Bearer"
+    headers = {**(extra or {}), **error_headers(exc), "x-request-id": request_id}
     return Response(
         error_body(exc, request_id, v2=is_v2_path(request.url.path)),
         status_code=exc.status_code,

@@ -16,7 +16,7 @@ from service.codecs.columns import load_json
 from service.codecs.records import decode_predict_request, encode_predict_response
 from service.codecs.v2 import decode_infer_request, encode_infer_response
 from service.errors import ModelNotFound, PayloadTooLarge, ProbserveError
-from service.http.errors import JSON, error_body, internal_error
+from service.http.errors import JSON, error_body, error_headers, internal_error
 from service.http.ids import new_request_id, request_id_from_headers, usable_request_id
 from service.http.state import ServiceState
 from service.telemetry import RequestDone
@@ -62,7 +62,7 @@ def parse_version(name: str, version: str | None) -> int | None:
 
 def error_answer(exc: ProbserveError, request_id: str, *, v2: bool) -> Answer:
     """The response for a domain error."""
-    extra = [(b"www-authenticate", b"Bearer")] if exc.status_code == 401 else []
+    extra = [(k.encode(), v.encode()) for k, v in error_headers(exc).items()]
     body = error_body(exc, request_id, v2=v2)
     return Answer(exc.status_code, body, request_id, JSON, extra, exc.error_type)
 
@@ -72,7 +72,7 @@ def too_large(limit: int, request_id: str, *, v2: bool) -> Answer:
     exc = PayloadTooLarge(f"request body over the limit of {limit} bytes", limit=limit)
     answer = error_answer(exc, request_id, v2=v2)
     # The rest of the body is never read: say so, and the server drains a bounded amount of it
-    # before closing (service/http/protocol.py), so the client reads the 413 and not a reset.
+    # before closing (service/http_protocol.py), so the client reads the 413 and not a reset.
     answer.extra_headers.append((b"connection", b"close"))
     return answer
 

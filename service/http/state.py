@@ -48,6 +48,8 @@ class ServiceState:
             intra_op_threads=s.intra_op_threads,
             max_batch_size=s.max_batch_size,
             max_queue_delay_us=s.max_queue_delay_us,
+            max_queued_rows=s.max_queued_rows,
+            max_queue_wait_s=s.max_queue_wait_s or None,
             batch_observers=(self.telemetry.batch_ran,),
         )
         registry = ModelRegistry(
