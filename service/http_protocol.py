@@ -16,7 +16,10 @@ discards up to ``linger_bytes`` more for at most ``linger_s``, then closes
 (docs/architecture.md, the request path).
 
 The limits travel as a picklable dataclass bound with :func:`functools.partial`, so ``--workers
-N`` (uvicorn spawns fresh interpreters) gets the same protocol.
+N`` (uvicorn spawns fresh interpreters) gets the same protocol. This module lives outside
+``service.http`` and imports nothing of the service at run time: a worker unpickles it before it
+answers uvicorn's 5 s start-up health check, and importing the app there (numpy, ONNX Runtime)
+got workers killed on a busy machine.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from __future__ import annotations
 import asyncio
 import functools
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from service.settings import Settings
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 #: How long a lingering close may keep reading after the answer (nginx: lingering_time 30 s).
 LINGER_S = 5.0
