@@ -43,6 +43,9 @@ SET_SIZE_BUCKETS = (0, 1, 2, 3, 4, 5, 7, 10, 20, 50, 100)
 
 MODEL_VERSION = ("model", "version")
 
+#: The prediction log's row outcomes (service.predlog reports them).
+LOG_OUTCOMES = ("queued", "written", "spooled", "replayed", "dropped", "failed")
+
 
 def multiprocess_dir() -> str | None:
     """The multiprocess directory when that mode is on, else None."""
@@ -153,6 +156,9 @@ class ServiceMetrics:
             ("outcome",),
             registry=r,
         )
+        # Every outcome exists from the start at 0, so increase() sees the first drop.
+        for outcome in LOG_OUTCOMES:
+            self.log_rows.labels(outcome)
         self.log_queue_rows = Gauge(
             "probserve_prediction_log_queue_rows",
             "Prediction-log rows waiting in memory for the writer.",

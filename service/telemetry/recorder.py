@@ -125,6 +125,7 @@ class ServiceTelemetry(Telemetry):
         m.model_info.labels(*labels).set(1)
         m.model_loaded_at.labels(handle.name, version).set(time.time())
         m.model_ready.labels(handle.name).set(1)
+        m.load_failures.labels(handle.name)  # exists at 0: alerts see the first failure
 
     def model_refused(self, name: str, version: int, reason: str) -> None:
         """Count the refusal."""
