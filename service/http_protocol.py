@@ -13,7 +13,7 @@ And when the app answers before the body was read (a 413), the connection is not
 on unread bytes, which makes the kernel reset it and the client (Python's ``urllib``, which sends
 the whole body before reading) lose the answer. As nginx does, the server half-closes, reads and
 discards up to ``linger_bytes`` more for at most ``linger_s``, then closes
-(docs/architecture.md, the request path).
+(docs/architecture.md, "Request path").
 
 The limits travel as a picklable dataclass bound with :func:`functools.partial`, so ``--workers
 N`` (uvicorn spawns fresh interpreters) gets the same protocol. This module lives outside

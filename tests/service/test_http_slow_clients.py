@@ -198,3 +198,19 @@ def test_urllib_sending_an_oversize_body_reads_the_413(
     assert json.loads(caught.value.read())["type"] == "payload_too_large"
     # The server is fine afterwards.
     assert httpx.post(fast_server.url + PREDICT, json={"instances": [ROW]}).status_code == 200
+
+
+@pytest.mark.slow
+def test_workers_apply_the_same_deadlines(bundle_repository: Path, tmp_path: Path) -> None:
+    # uvicorn spawns fresh interpreters for --workers: the protocol and its limits must reach
+    # them (a bound functools.partial, pickled), not only the single-process server.
+    server = _start(bundle_repository, tmp_path, *FAST_DEADLINES, "--workers", "2")
+    try:
+        for _ in range(4):  # each connection lands on whichever worker accepts it first
+            with _connect(server) as sock:
+                sock.sendall(b"POST /v1/models/toy/predict HTTP/1.1\r\nHost: x\r\n")
+                assert _closed_by_server(sock)
+        response = httpx.post(server.url + PREDICT, json={"instances": [ROW]}, timeout=10)
+        assert response.status_code == 200, response.text
+    finally:
+        assert server.stop() == 0
