@@ -82,6 +82,17 @@ def _features(frame: pd.DataFrame, manifest: Manifest, side: str) -> dict[str, p
             f"the {side} has no column for feature(s) {', '.join(absent)}: it was not written "
             f"for this bundle of {manifest.name}"
         )
+    if (
+        side == "prediction log"
+        and len(frame)
+        and not any(frame[f.name].notna().any() for f in manifest.features)
+    ):
+        # The reader fills a feature the logged rows lack with missing values: when no row has
+        # any feature of this bundle, the rows were served by a bundle with other features.
+        raise ColumnMismatch(
+            f"no logged row of {manifest.name} holds any of the bundle's features "
+            f"({', '.join(manifest.feature_names)}): the log was written by another bundle"
+        )
     out: dict[str, pd.Series] = {}
     for feature in manifest.features:
         column = frame[feature.name]

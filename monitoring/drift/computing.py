@@ -211,6 +211,9 @@ def compute_drift(
     share = sum(v.drift_detected for v in result.values()) / len(result)
 
     notes = list(notes or [])
+    empty = [f for f in manifest.feature_names if not current[f].notna().any()]
+    if empty:
+        notes.append(f"feature(s) missing in every logged row: {', '.join(empty)}")
     if sampled_cur or sampled_ref:
         notes.append(
             f"sampled to --max-rows {settings.max_rows} (seed {settings.seed}) before comparing"

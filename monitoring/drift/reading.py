@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
@@ -88,7 +89,7 @@ def read_current(
         raise UsageError(
             "this installation has no prediction-log reader (service.predlog)"
         ) from exc
-    feature_types = {
+    feature_types: dict[str, Literal["numeric", "categorical"]] = {
         f.name: ("categorical" if isinstance(f, CategoricalFeature) else "numeric")
         for f in manifest.features
     }

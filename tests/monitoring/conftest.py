@@ -18,7 +18,16 @@ import pytest
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-from service.bundle import MODEL_FILE, REFERENCE_FILE, Manifest, graph_columns, read_manifest
+from service.bundle import (
+    MODEL_FILE,
+    REFERENCE_FILE,
+    CategoricalFeature,
+    Feature,
+    Manifest,
+    NumericFeature,
+    graph_columns,
+    read_manifest,
+)
 from service.uncertainty import (
     conformal_threshold,
     ensemble_mean,
@@ -26,11 +35,55 @@ from service.uncertainty import (
     prediction_sets,
 )
 from tests.monitoring.prometheus_support import prometheus_factory  # noqa: F401  (fixture)
-from tests.service.conftest import write_test_bundle
-from training.bundle_writer import run_graph
+from training.bundle_writer import run_graph, write_bundle
+from training.onnx_graph import EnsembleWeights
 
 LEVEL = 0.95
 CLASSES_PREFIX = "__proba__"
+
+#: Two numerics and one categorical, three classes (like the service tests' bundle).
+FEATURES: list[Feature] = [
+    NumericFeature(name="x1", mean=0.0, std=1.0),
+    NumericFeature(name="x2", mean=5.0, std=2.0),
+    CategoricalFeature(name="colour", categories=["blue", "green", "red"]),
+]
+CLASSES = ["no", "yes", "maybe"]
+ENCODED_WIDTH = 2 + 3 + 1  # two numerics, three categories plus the unknown bucket
+
+
+def _weights(seed: int, members: int = 4, hidden: int = 8) -> EnsembleWeights:
+    """Random batched MLP weights: a real graph with made-up parameters."""
+    rng = np.random.default_rng(seed)
+    w0 = rng.normal(0, 0.7, size=(members, ENCODED_WIDTH, hidden)).astype(np.float32)
+    b0 = rng.normal(0, 0.1, size=(members, hidden)).astype(np.float32)
+    w1 = rng.normal(0, 0.7, size=(members, hidden, len(CLASSES))).astype(np.float32)
+    b1 = rng.normal(0, 0.1, size=(members, len(CLASSES))).astype(np.float32)
+    return EnsembleWeights(
+        layers=[(w0, b0), (w1, b1)], temperatures=np.ones(members, dtype=np.float32)
+    )
+
+
+def write_test_bundle(repository: Path, name: str = "toy", seed: int = 0) -> Path:
+    """One random-weight bundle version written by the real writer."""
+    rng = np.random.default_rng(seed)
+    return write_bundle(
+        repository,
+        name,
+        features=FEATURES,
+        classes=CLASSES,
+        target="answer",
+        weights=_weights(seed),
+        conformal_scores=np.sort(rng.uniform(0, 1, size=200)),
+        metrics={"accuracy": 0.5},
+        training_params={"seed": seed},
+        data_fingerprint=f"test-{seed}",
+        reference=draw_features(rng, 64),
+        sample_inputs={
+            "x1": [0.1, None, -2.0],
+            "x2": [5.0, 4.0, None],
+            "colour": ["red", None, "purple"],
+        },
+    )
 
 
 def draw_features(rng: np.random.Generator, n: int, *, x1_shift: float = 0.0) -> pd.DataFrame:

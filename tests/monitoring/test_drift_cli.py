@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from service.cli import main
 from tests.monitoring.conftest import CLASSES_PREFIX, DriftBundle
+from tests.support import free_port
 
 predlog = pytest.importorskip("service.predlog")
 
 
-def write_log(bundle: DriftBundle, url: str, window: pd.DataFrame) -> None:
+def write_log(bundle: DriftBundle, url: str, window: pd.DataFrame, spool: Path) -> None:
     """Log ``window``'s rows through the real writer, then its ground truth as feedback."""
-    log = predlog.PredictionLog(url)
+    log = predlog.PredictionLog(url, spool_dir=spool)
     log.start()
     try:
         classes = bundle.manifest.classes
@@ -58,28 +59,40 @@ def write_log(bundle: DriftBundle, url: str, window: pd.DataFrame) -> None:
         log.stop()
     labelled = window[window["true_label"].notna()]
     if len(labelled):
-        log = predlog.PredictionLog(url)
+        log = predlog.PredictionLog(url, spool_dir=spool)
         log.start()
         try:
-            log.feedback(
+            counts = log.record_feedback(
                 bundle.manifest.name,
                 [
                     predlog.FeedbackLabel(str(r.request_id), 0, str(r.true_label))
                     for r in labelled.itertuples()
                 ],
+                classes,
             )
+            assert counts.accepted == len(labelled)
         finally:
             log.stop()
 
 
-def drift(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``probserve drift ...`` as the console script does (root CLI)."""
-    code = "import sys; from service.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run(
-        [sys.executable, "-c", code, "drift", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=300,
-        env={"DO_NOT_TRACK": "1", "PATH": "/usr/bin:/bin", "HOME": str(cwd)},
-    )  # fmt: skip
+@dataclass(frozen=True)
+class Done:
+    """Exit status and output of one command."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def drift(capfd: pytest.CaptureFixture[str], *args: str) -> Done:
+    """Run ``probserve drift ...`` through the root CLI, in process (Evidently imports once)."""
+    capfd.readouterr()
+    try:
+        code = main(["drift", *args])
+    except SystemExit as exc:  # the drift commands exit with their own status
+        code = int(exc.code or 0)
+    out, err = capfd.readouterr()
+    return Done(code, out, err)
 
 
 def _args(bundle: DriftBundle, url: str, tmp_path: Path, *extra: str) -> list[str]:
@@ -91,11 +104,13 @@ def _args(bundle: DriftBundle, url: str, tmp_path: Path, *extra: str) -> list[st
 
 
 @pytest.mark.slow
-def test_run_writes_report_summary_and_workspace(drift_bundle: DriftBundle, tmp_path: Path) -> None:
+def test_run_writes_report_summary_and_workspace(
+    drift_bundle: DriftBundle, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path / 'log.sqlite'}"
     window = drift_bundle.log_window(np.random.default_rng(3), 300, x1_shift=1.0, labelled=80)
-    write_log(drift_bundle, url, window)
-    done = drift(*_args(drift_bundle, url, tmp_path), cwd=tmp_path)
+    write_log(drift_bundle, url, window, tmp_path / "spool")
+    done = drift(capfd, *_args(drift_bundle, url, tmp_path))
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("toy: dataset_drift=")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -112,22 +127,30 @@ def test_run_writes_report_summary_and_workspace(drift_bundle: DriftBundle, tmp_
 
 
 @pytest.mark.slow
-def test_empty_log_and_too_few_rows_exit_3(drift_bundle: DriftBundle, tmp_path: Path) -> None:
+def test_empty_log_and_too_few_rows_exit_3(
+    drift_bundle: DriftBundle, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path / 'log.sqlite'}"
-    write_log(drift_bundle, url, drift_bundle.log_window(np.random.default_rng(4), 0))
-    done = drift(*_args(drift_bundle, url, tmp_path), cwd=tmp_path)
+    write_log(
+        drift_bundle, url, drift_bundle.log_window(np.random.default_rng(4), 0), tmp_path / "spool"
+    )
+    done = drift(capfd, *_args(drift_bundle, url, tmp_path))
     assert done.returncode == 3, done.stderr
     assert done.stderr.count("\n") == 1 and "not enough" in done.stderr
-    write_log(drift_bundle, url, drift_bundle.log_window(np.random.default_rng(5), 10))
-    done = drift(*_args(drift_bundle, url, tmp_path), cwd=tmp_path)
+    write_log(
+        drift_bundle, url, drift_bundle.log_window(np.random.default_rng(5), 10), tmp_path / "spool"
+    )
+    done = drift(capfd, *_args(drift_bundle, url, tmp_path))
     assert done.returncode == 3
     assert "10 logged row(s)" in done.stderr
-    done = drift(*_args(drift_bundle, url, tmp_path, "--min-rows", "5"), cwd=tmp_path)
+    done = drift(capfd, *_args(drift_bundle, url, tmp_path, "--min-rows", "5"))
     assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.slow
-def test_bad_usage_is_one_line_exit_2(drift_bundle: DriftBundle, tmp_path: Path) -> None:
+def test_bad_usage_is_one_line_exit_2(
+    drift_bundle: DriftBundle, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path / 'log.sqlite'}"
     cases = [
         ("--model", "ghost"),  # overrides --model toy: unknown model
@@ -137,8 +160,53 @@ def test_bad_usage_is_one_line_exit_2(drift_bundle: DriftBundle, tmp_path: Path)
         ("--column-threshold", "x1=abc"),
     ]
     for extra in cases:
-        done = drift(*_args(drift_bundle, url, tmp_path, *extra), cwd=tmp_path)
+        done = drift(capfd, *_args(drift_bundle, url, tmp_path, *extra))
         assert done.returncode == 2, (extra, done.stderr)
         assert done.stderr.count("\n") == 1, (extra, done.stderr)
         assert "Traceback" not in done.stderr
         assert str(tmp_path) not in done.stderr
+
+
+@pytest.mark.slow
+def test_log_of_another_bundle_is_one_line_exit_2(
+    drift_bundle: DriftBundle, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    window = drift_bundle.log_window(np.random.default_rng(6), 50)
+    renamed = ["age", "height", "city"]
+    window = window.rename(columns=dict(zip(["x1", "x2", "colour"], renamed, strict=True)))
+    other = DriftBundle(
+        drift_bundle.repository,
+        drift_bundle.path,
+        drift_bundle.manifest.model_copy(
+            update={
+                "features": [
+                    f.model_copy(update={"name": n})
+                    for f, n in zip(
+                        drift_bundle.manifest.features, ["age", "height", "city"], strict=True
+                    )
+                ]
+            }
+        ),
+    )
+    write_log(other, url, window, tmp_path / "spool")
+    done = drift(capfd, *_args(drift_bundle, url, tmp_path))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "another bundle" in done.stderr
+
+
+@pytest.mark.slow
+def test_unreachable_pushgateway_exits_1_after_writing(
+    drift_bundle: DriftBundle, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    write_log(
+        drift_bundle, url, drift_bundle.log_window(np.random.default_rng(7), 40), tmp_path / "spool"
+    )
+    closed = f"127.0.0.1:{free_port()}"
+    done = drift(capfd, *_args(drift_bundle, url, tmp_path, "--pushgateway", closed))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "Pushgateway" in done.stderr
+    assert (tmp_path / "out" / "summary.json").exists()
