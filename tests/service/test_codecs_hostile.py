@@ -202,6 +202,7 @@ def _with_x1(extra: str) -> str:
         ('{"inputs": [' + TENSOR.replace("[2]", "null") + "}" + REST + "}", "shape"),
         ('{"inputs": [' + TENSOR.replace('"FP32"', "32") + "}" + REST + "}", "datatype"),
         ('{"inputs": [' + TENSOR.replace('"FP32"', "null") + "}" + REST + "}", "datatype"),
+        ('{"inputs": [' + TENSOR.replace('"FP32"', "[]") + "}" + REST + "}", "datatype"),
         ('{"inputs": [' + TENSOR.replace("[1, 2]", '"12"') + "}" + REST + "}", "'data'"),
         ('{"inputs": [' + TENSOR.replace("[1, 2]", "{}") + "}" + REST + "}", "'data'"),
         # outputs
