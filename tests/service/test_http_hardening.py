@@ -168,6 +168,16 @@ def test_the_repository_index_behind_the_token_still_names_the_failure(
         "/v2/repository/index", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
     ).json()
     assert {row["name"] for row in rows if row["state"] == "UNAVAILABLE"} == set(BROKEN)
+    # A load error names the model and the failed check, not where the bundle lies.
+    for name in BROKEN:
+        response = service.post(
+            f"/v2/repository/models/{name}/load",
+            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+        assert response.status_code in (400, 503), response.text
+        assert name in response.text and "check" in response.text
+        assert str(tmp_path) not in response.text
+        assert not re.search(r"[0-9a-f]{64}", response.text)
 
 
 # -- readiness with a broken model ----------------------------------------------------------------
