@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client import generate_latest
 
+from monitoring.drift.monitor import Monitor
+from monitoring.drift.settings import DriftSettings
 from service.cli import main
 from tests.monitoring.conftest import CLASSES_PREFIX, DriftBundle
 from tests.support import free_port
@@ -210,3 +213,28 @@ def test_unreachable_pushgateway_exits_1_after_writing(
     assert done.stderr.count("\n") == 1
     assert "Pushgateway" in done.stderr
     assert (tmp_path / "out" / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_monitor_runs_the_real_job_for_every_model(
+    drift_bundle: DriftBundle, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    window = drift_bundle.log_window(np.random.default_rng(8), 120, x1_shift=1.0, labelled=60)
+    write_log(drift_bundle, url, window, tmp_path / "spool")
+    settings = DriftSettings(
+        model_repository=drift_bundle.repository,
+        prediction_log_url=url,
+        output=tmp_path / "out",
+        workspace=tmp_path / "ws",
+    )
+    monitor = Monitor(settings, [], every=900)
+    monitor.run_all()
+    text = generate_latest(monitor.metrics.registry).decode()
+    assert 'probserve_drift_rows{model="toy"} 120.0' in text
+    assert 'probserve_drift_detected{column="x1",model="toy"} 1.0' in text
+    assert 'probserve_reference_accuracy{model="toy"} 0.5' in text
+    assert 'probserve_realized_accuracy{model="toy"}' in text
+    runs = list((tmp_path / "out" / "toy").iterdir())
+    assert len(runs) == 1
+    assert (runs[0] / "summary.json").exists()
