@@ -15,6 +15,7 @@ import time
 
 from service.bundle import NumericFeature
 from service.errors import InvalidInput, ModelNotReady
+from service.readiness import Readiness
 from service.registry import ModelRegistry
 from service.telemetry.events import PredictionServed, Telemetry
 from service.types import (
@@ -49,9 +50,9 @@ class DataPlane:
         """Stop polling and drain every batcher; requests in flight finish."""
         await self.registry.stop()
 
-    def ready(self) -> bool:
-        """True when every model in the repository has a loaded version."""
-        return self.registry.ready()
+    def ready(self, mode: Readiness = "all") -> bool:
+        """Ready under ``mode``: every model in the repository serves ('all'), or one ('any')."""
+        return self.registry.ready(mode)
 
     # -- inference -----------------------------------------------------------------------------
 

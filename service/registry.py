@@ -24,6 +24,7 @@ from typing import Protocol
 
 from service.bundle import MANIFEST_FILE, MODEL_FILE, bundle_path, model_names, model_versions
 from service.errors import ModelLoadError, ModelNotFound, ModelNotReady
+from service.readiness import Readiness, is_ready
 from service.types import IndexEntry, ModelHandle, ModelState
 from service.version_policy import VersionPolicy
 
@@ -333,18 +334,9 @@ class ModelRegistry:
                 rows.append(IndexEntry(name, version, ModelState.UNAVAILABLE, reason))
         return rows
 
-    def ready(self) -> bool:
-        """True when started and every model in the repository (not unloaded) serves a version.
-
-        A model directory without versions (a first training still writing) does not count; an
-        empty repository is not ready: a replica with nothing to serve should get no traffic.
-        """
-        if not self._started:
-            return False
-        names = [n for n, v in self._disk.versions.items() if v and n not in self._unloaded]
-        if not names:
-            return False
-        return all(self._serving.get(n, _EMPTY).default is not None for n in names)
+    def ready(self, mode: Readiness = "all") -> bool:
+        """Started, and ready under ``mode`` (service/readiness.py: every model, or any)."""
+        return self._started and is_ready(self.index(), mode)
 
 
 def _scan(repository: Path) -> _DiskView:

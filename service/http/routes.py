@@ -34,7 +34,6 @@ from service.http.handlers import (
 )
 from service.http.ids import request_id_from_headers
 from service.http.public import public_reason
-from service.http.readiness import is_ready
 from service.http.state import ServiceState
 from service.http.telemetry_routes import build_telemetry_router
 from service.types import IndexEntry, ModelSummary
@@ -103,14 +102,9 @@ def _health_routes(state: ServiceState) -> APIRouter:
     async def healthz() -> Response:
         return json_response({"status": "alive"})
 
-    def ready() -> bool:
-        # The readiness setting ('all' models or 'any' model) decides (service/http/readiness.py).
-        dataplane = state.dataplane_
-        return dataplane is not None and is_ready(dataplane.index(), state.settings.readiness)
-
     @router.get("/readyz", summary="Readiness: models serve (all of them, or any: a setting)")
     async def readyz() -> Response:
-        if ready():
+        if state.ready():
             return json_response({"status": "ready"})
         dataplane = state.dataplane_
         # Public: names, versions, states and reasons, never paths (the index needs the token).
@@ -123,7 +117,7 @@ def _health_routes(state: ServiceState) -> APIRouter:
 
     @router.get("/v2/health/ready", summary="V2 server ready")
     async def v2_ready() -> Response:
-        is_up = ready()
+        is_up = state.ready()
         return json_response({"ready": is_up}, 200 if is_up else 503)
 
     return router

@@ -70,7 +70,7 @@ class ServiceState:
             sum(1 for row in index if row.state == "READY"),
             s.model_repository,
             loader.providers.primary,
-            dataplane.ready(),
+            dataplane.ready(s.readiness),
         )
 
     async def stop(self) -> None:
@@ -81,8 +81,8 @@ class ServiceState:
         await self.telemetry.stop()
 
     def ready(self) -> bool:
-        """Every configured model is loaded."""
-        return self.dataplane_ is not None and self.dataplane_.ready()
+        """Ready under the ``readiness`` setting (every model loaded, or any)."""
+        return self.dataplane_ is not None and self.dataplane_.ready(self.settings.readiness)
 
     def authorize(self, authorization: str | None) -> None:
         """Model control: off (403) without a configured token, 401 without the right one."""

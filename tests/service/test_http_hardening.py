@@ -11,7 +11,7 @@ import pytest
 
 from service.http.ids import MAX_LENGTH, usable_request_id
 from service.http.public import public_reason
-from service.http.readiness import is_ready
+from service.readiness import is_ready
 from service.types import IndexEntry, ModelState
 from tests.service.conftest import (
     ADMIN_TOKEN,
