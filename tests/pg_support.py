@@ -8,6 +8,7 @@ PROBSERVE_STRICT_TESTS=1. Use::
         url = pg.url          # postgresql://postgres@127.0.0.1:PORT/postgres (trust auth)
         pg.stop()             # pg_ctl stop -m fast (a database outage)
         pg.start()            # the same cluster again, same port
+        url = pg.create_database("t1")  # a fresh database on the same cluster
 """
 
 from __future__ import annotations
@@ -86,6 +87,14 @@ class PostgresServer:
     def stop(self, mode: str = "fast") -> None:
         """pg_ctl stop (``fast``: connections are cut, as in an outage)."""
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def create_database(self, name: str) -> str:
+        """A new empty database (one per test on a shared cluster); its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"'.encode())
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
     def running(self) -> bool:
         """Whether the postmaster is up."""

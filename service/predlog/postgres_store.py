@@ -35,9 +35,10 @@ MIGRATION_LOCK = 0x70726564  # "pred"
 def describe(dsn: str) -> str:
     """``host:port/database`` of a connection string, never its password (for messages)."""
     params = conninfo_to_dict(dsn)
-    return (
-        f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
-    )
+    host, port = params.get("host", "localhost"), str(params.get("port", 5432))
+    if not all(part.isdigit() for part in port.split(",")):
+        raise psycopg.ProgrammingError("the port is not a number")
+    return f"{host}:{port}/{params.get('dbname', '')}"
 
 
 class PostgresStore:
@@ -58,6 +59,12 @@ class PostgresStore:
 
     def open(self) -> None:
         """A fresh pool, then create or migrate the layout; StoreUnavailable when unreachable."""
+        try:
+            # One direct attempt first: a refused connection fails at once here, where the
+            # pool would keep retrying until its timeout while the writer thread waits.
+            psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT_S).close()
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"PostgreSQL at {self.where}: {_first_line(exc)}") from exc
         with self._lock:
             if self._pool is not None:
                 self._pool.close()

@@ -15,13 +15,12 @@ from service.predlog.store import Key
 BUSY_TIMEOUT_S = 10.0
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection with the log's settings (WAL, busy timeout, NORMAL sync: WAL stays durable
-    across a process crash; only an OS crash can lose the last commits)."""
-    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+def configure(connection: sqlite3.Connection) -> None:
+    """The log's settings: WAL (readers never block the writer, several writers queue on the
+    busy timeout) and NORMAL sync (WAL stays durable across a process crash; only an OS
+    crash can lose the last commits)."""
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
-    return connection
 
 
 class SqliteStore:
@@ -34,15 +33,22 @@ class SqliteStore:
         self._lock = threading.Lock()
 
     def open(self) -> None:
-        """Open the file and create or migrate the layout."""
+        """Open the file and create or migrate the layout (once per store)."""
         if not self.path.parent.is_dir():
             raise PredictionLogError(
                 f"the prediction log's directory does not exist: {self.path.parent}"
             )
+        if self._connection is not None:
+            return  # reopened after a fault: the connection and its layout are still good
+        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
         try:
-            connection = connect(self.path)
+            configure(connection)
             create_sqlite(connection)
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.OperationalError as exc:  # locked by another process, disk I/O: retry
+            connection.close()
+            raise StoreUnavailable(f"SQLite: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # not a database at all
+            connection.close()
             raise PredictionLogError(f"cannot open the SQLite prediction log: {exc}") from exc
         self._connection = connection
 

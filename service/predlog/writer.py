@@ -84,7 +84,7 @@ class PredictionLog:
         self._retention_s = retention_days * 86400.0 if retention_days else None
         self._on_rows = on_rows
         self._token = uuid.uuid4().hex[:16]
-        self._spool = Spool(spool_dir, self._token)
+        self._spool = Spool(Path(spool_dir), self._token)
         self._seq = 0
         self._queue: collections.deque[PredictionRecord] = collections.deque()
         self._lock = threading.Lock()  # the queue's row count and the enqueue counter
@@ -226,6 +226,10 @@ class PredictionLog:
                 with self._lock:
                     empty = not self._queue
                 if empty:
+                    if not self._up:
+                        # Last chance before exit, whatever the retry timer says: rows left
+                        # in the spool wait for the next process that uses this directory.
+                        self._recover()
                     return
 
     def _take(self) -> list[PredictionRecord]:
@@ -243,14 +247,14 @@ class PredictionLog:
         """Write (or spool) everything queued, one batch at a time."""
         while records := self._take():
             rows: list[Row] = []
-            try:
-                for record in records:
+            for record in records:
+                try:
                     rows += record_rows(record, self._token, self._seq)
-                    self._seq += record.rows
-            except Exception:
-                logger.exception("prediction log: could not convert a record; rows lost")
-                self._on_rows("failed", sum(r.rows for r in records))
-            else:
+                except Exception:  # one malformed record must not cost the batch
+                    logger.exception("prediction log: could not convert a record; rows lost")
+                    self._on_rows("failed", record.rows)
+                self._seq += record.rows
+            if rows:
                 self._write(rows)
             with self._done_cond:
                 self._done += len(records)
@@ -285,7 +289,7 @@ class PredictionLog:
         except StoreUnavailable as exc:
             logger.debug("prediction log: database still unreachable: %s", exc)
             return
-        except SchemaTooNew as exc:
+        except (SchemaTooNew, PredictionLogError) as exc:
             logger.error("prediction log: %s", exc)
             return
         self._up = True
