@@ -13,7 +13,14 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.http.handlers import Answer, infer_v2, predict_v1, too_large
+from service.http.handlers import (
+    ENDPOINT_V1,
+    ENDPOINT_V2,
+    Answer,
+    infer_v2,
+    predict_v1,
+    too_large,
+)
 from service.http.ids import request_id_from_headers
 from service.http.state import ServiceState
 from service.telemetry import RequestDone
@@ -70,6 +77,12 @@ class LeanApp:
 
         telemetry.request_started(FALLBACK_ENDPOINT)
         try:
+            if scope["method"] in _BODY_METHODS:
+                # FastAPI would read any body whole: hold every route to the same size limit.
+                limited = await self._limited_body(scope, receive, send_observed)
+                if limited is None:
+                    return
+                receive = limited
             await self.fallback(scope, receive, send_observed)
         finally:
             route = scope.get("route")
@@ -87,6 +100,37 @@ class LeanApp:
                     None,
                 )
             )
+
+    async def _limited_body(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """A receive that replays the body read under the limit; None once 413 was sent."""
+        limit = self.state.settings.max_request_bytes
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        header_id = headers.get(b"x-request-id")
+        request_id = request_id_from_headers(
+            None if header_id is None else header_id.decode("latin-1")
+        )
+        v2 = scope["path"].startswith("/v2")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await _send(send, too_large(limit, request_id, v2=v2))
+            return None
+        try:
+            body = await _read_body(receive, limit)
+        except _ClientDisconnected:
+            return None
+        if body is None:
+            await _send(send, too_large(limit, request_id, v2=v2))
+            return None
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: only a disconnect can come
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
 
     async def _serve(
         self, route: tuple[str, str, str | None], scope: Scope, receive: Receive, send: Send
@@ -106,20 +150,46 @@ class LeanApp:
         limit = self.state.settings.max_request_bytes
         # Refuse an announced oversize body before reading a byte of it.
         if length is not None and length.isdigit() and int(length) > limit:
-            await _send(send, too_large(limit, request_id_from_headers(header_id), v2=v2))
+            await self._too_large(send, protocol, limit, header_id)
             return
         try:
             body = await _read_body(receive, limit)
         except _ClientDisconnected:
             return  # nobody to answer
         if body is None:
-            await _send(send, too_large(limit, request_id_from_headers(header_id), v2=v2))
+            await self._too_large(send, protocol, limit, header_id)
             return
         if v2:
             answer = await infer_v2(self.state, name, version, body, header_id, header_length)
         else:
             answer = await predict_v1(self.state, name, version, body, header_id)
         await _send(send, answer)
+
+    async def _too_large(
+        self, send: Send, protocol: str, limit: int, header_id: str | None
+    ) -> None:
+        """Answer 413 on a hot path; telemetry counts it like any other answer."""
+        started = time.perf_counter()
+        endpoint = ENDPOINT_V2 if protocol == "v2" else ENDPOINT_V1
+        answer = too_large(limit, request_id_from_headers(header_id), v2=protocol == "v2")
+        telemetry = self.state.telemetry
+        telemetry.request_started(endpoint)
+        telemetry.request_finished(
+            RequestDone(
+                endpoint,
+                protocol,
+                "",
+                None,
+                answer.status,
+                time.perf_counter() - started,
+                answer.error_type,
+            )
+        )
+        await _send(send, answer)
+
+
+#: Methods whose body the FastAPI routes would read.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class _ClientDisconnected(Exception):

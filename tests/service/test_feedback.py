@@ -127,6 +127,18 @@ def test_malformed_feedback_is_a_400_naming_the_field(
     assert fragment in answer.text
 
 
+def test_an_oversize_feedback_body_is_413(logged: tuple[InProcessService, Path]) -> None:
+    # HTTP_TEST_SETTINGS limit bodies to 64 KiB, on every route, not only predict/infer.
+    service, _ = logged
+    label = {"request_id": "r" * 100, "instance": 0, "label": "no"}
+    body = {"labels": [label] * 1000}
+    answer = service.post("/v1/models/toy/feedback", json=body)
+    assert answer.status_code == 413
+    assert answer.json()["type"] == "payload_too_large"
+    found = samples(service.get("/metrics").text)
+    assert value(found, "probserve_feedback_total") == 0
+
+
 def test_feedback_for_an_unknown_model_is_404(logged: tuple[InProcessService, Path]) -> None:
     service, _ = logged
     body = {"labels": [{"request_id": "r", "instance": 0, "label": "no"}]}

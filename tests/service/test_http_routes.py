@@ -288,6 +288,7 @@ def test_telemetry_sees_every_request_on_every_route(bundle_repository: Path) ->
         service.get("/v1/models/toy")
         service.get("/healthz")
         service.get("/no/such/route")
+        service.post("/v2/models/toy/infer", content=b"x" * (64 * 1024 + 1))
     finally:
         service.close()
     seen = [
@@ -301,6 +302,7 @@ def test_telemetry_sees_every_request_on_every_route(bundle_repository: Path) ->
         ("get_model", "v1", "", None, 200, None),
         ("healthz", "", "", None, 200, None),
         ("other", "", "", None, 404, None),
+        ("v2_infer", "v2", "", None, 413, "payload_too_large"),
     ]
     assert len(recorder.started) == len(recorder.finished)
     assert recorder.loaded == [("toy", 1)]
