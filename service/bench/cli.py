@@ -8,18 +8,24 @@ from typing import Annotated
 import orjson
 import typer
 
-from service.bench.runner import format_report, run_benchmark
+from service.bench import contenders
+from service.bench.results import markdown, table_lines
+from service.bench.runner import parse_cells, run_benchmark
+from service.bench.venvs import installed_version
 from service.errors import UsageError
 
 
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"{flag} takes comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise UsageError(f"{flag} takes positive integers, got {text!r}")
-    return values
+def parse_contenders(text: str) -> list[str]:
+    """Comma-separated contender names ("all": every one); a clear error for an unknown one."""
+    if text.strip() == "all":
+        return list(contenders.ALL)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in contenders.ALL]
+    if not names or unknown:
+        raise UsageError(
+            f"--contenders takes some of {', '.join(contenders.ALL)} (or all), got {text!r}"
+        )
+    return list(dict.fromkeys(names))
 
 
 def bench(
@@ -27,26 +33,46 @@ def bench(
         Path, typer.Option(envvar="PROBSERVE_MODEL_REPOSITORY", help="Model repository.")
     ] = Path("./models"),
     model: Annotated[str | None, typer.Option(help="Model to load-test (default: first).")] = None,
-    port: Annotated[int, typer.Option(help="Loopback port for the servers under test.")] = 8765,
-    seconds: Annotated[float, typer.Option(help="Seconds per measured cell.")] = 5.0,
-    connections: Annotated[str, typer.Option(help="Comma-separated concurrencies.")] = "1,8,32",
-    batch_sizes: Annotated[str, typer.Option(help="Comma-separated rows per request.")] = "1,64",
-    protocols: Annotated[str, typer.Option(help="Our protocols to drive: v1, v2.")] = "v1,v2",
+    contenders_: Annotated[
+        str,
+        typer.Option(
+            "--contenders",
+            help=f"Comma-separated, from {', '.join(contenders.ALL)}, or all "
+            "(kserve and mlserver are installed into .bench/ on first use).",
+        ),
+    ] = ",".join(contenders.DEFAULT),
+    cells: Annotated[
+        str, typer.Option(help="ROWSxCONNECTIONS load shapes, comma-separated.")
+    ] = "1x1,1x32,64x8",
+    rounds: Annotated[int, typer.Option(min=1, help="Alternating rounds per cell.")] = 3,
+    seconds: Annotated[float, typer.Option(min=1, help="Seconds per cell and round.")] = 3.0,
+    venvs: Annotated[
+        Path, typer.Option(help="Where the KServe and MLServer environments live.")
+    ] = Path(".bench"),
+    results: Annotated[Path | None, typer.Option(help="Write the Markdown results here.")] = None,
     output: Annotated[Path | None, typer.Option(help="Also write the results as JSON.")] = None,
 ) -> None:
-    """Load-test probserve against a naive FastAPI baseline and the in-process ONNX ceiling."""
-    protos = [p.strip() for p in protocols.split(",") if p.strip()]
-    if not protos or any(p not in ("v1", "v2") for p in protos):
-        raise UsageError(f"--protocols takes v1 and/or v2, got {protocols!r}")
+    """Load-test probserve against the bare ASGI floor, naive FastAPI, KServe and MLServer."""
+    names = parse_contenders(contenders_)
     report = run_benchmark(
         model_repository,
         model,
-        port=port,
+        names=names,
+        cells=parse_cells(cells),
+        rounds=rounds,
         seconds=seconds,
-        connections=_ints(connections, "--connections"),
-        batches=_ints(batch_sizes, "--batch-sizes"),
-        protocols=protos,
+        venvs=venvs,
     )
-    typer.echo(format_report(report))
+    extra = {
+        name: installed_version(venvs / name / "bin" / "python", name)
+        for name in contenders.EXTERNAL
+        if name in names
+    }
+    typer.echo("\n".join(table_lines(report)))
+    if results is not None:
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(markdown(report, rounds=rounds, seconds=seconds, extra_versions=extra))
     if output is not None:
         output.write_bytes(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))
+    if any(r.errors for r in report.rows):
+        raise UsageError("some requests failed: see the errors column")

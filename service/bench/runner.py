@@ -1,20 +1,29 @@
-"""Run the benchmark matrix: servers x batch sizes x concurrencies, plus the in-process ceiling."""
+"""Run the benchmark: every contender started at once, cells measured in alternating rounds.
+
+All servers run side by side (pinned to the server core; an idle one costs nothing), and each
+round drives every contender through every cell, so a slow minute of a shared machine lands on
+all of them rather than on one. The figure per cell is the median over rounds.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
+import statistics
 import subprocess
-import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from service.bench import contenders as contenders_mod
 from service.bench.ceiling import ceiling_rows_per_s
+from service.bench.procs import tree_rss_mib
 from service.bench.workload import native_body, v2_body
 from service.bench.wrk import LoadResult, pinned, run_wrk
 from service.bundle import bundle_path, model_names, model_versions, read_manifest
@@ -26,20 +35,18 @@ LOAD_CORE = 1
 
 
 @dataclass(frozen=True)
-class Target:
-    """One server under test and the URL its predict endpoint answers on."""
+class Cell:
+    """One load shape: rows per request and concurrent connections."""
 
-    server: str
-    protocol: str
-    path: str
+    batch: int
+    connections: int
 
 
 @dataclass
 class Row:
-    """One measured cell of the table."""
+    """One contender in one cell: medians over rounds."""
 
     server: str
-    protocol: str
     batch: int
     connections: int
     requests_per_s: float
@@ -47,6 +54,7 @@ class Row:
     p50_ms: float
     p99_ms: float
     errors: int
+    rounds: int
 
 
 @dataclass
@@ -56,13 +64,14 @@ class BenchReport:
     model: str
     version: int
     rows: list[Row] = field(default_factory=list)
+    rss_mib: dict[str, float] = field(default_factory=dict)
+    ready_s: dict[str, float] = field(default_factory=dict)
     ceiling_rows_per_s: dict[int, float] = field(default_factory=dict)
 
-    def find(self, server: str, protocol: str, batch: int, connections: int) -> Row | None:
+    def find(self, server: str, batch: int, connections: int) -> Row | None:
         """The row for one cell, if measured."""
         for r in self.rows:
-            key = (r.server, r.protocol, r.batch, r.connections)
-            if key == (server, protocol, batch, connections):
+            if (r.server, r.batch, r.connections) == (server, batch, connections):
                 return r
         return None
 
@@ -71,8 +80,21 @@ class BenchReport:
         return asdict(self)
 
 
+def parse_cells(text: str) -> list[Cell]:
+    """``"1x1,1x32,64x8"`` (rows x connections) as cells; a clear error otherwise."""
+    cells = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        batch, sep, conns = part.partition("x")
+        if not sep or not batch.isdigit() or not conns.isdigit() or "0" in (batch, conns):
+            raise UsageError(f"--cells takes ROWSxCONNECTIONS pairs such as 1x32, got {part!r}")
+        cells.append(Cell(int(batch), int(conns)))
+    if not cells:
+        raise UsageError("--cells needs at least one ROWSxCONNECTIONS pair")
+    return cells
+
+
 def pick_model(repository: Path, model: str | None) -> tuple[str, int]:
-    """The model to benchmark (the named one, else the only/first one) and its newest version."""
+    """The model to benchmark (the named one, else the first one) and its newest version."""
     names = model_names(repository)
     if model is None:
         if not names:
@@ -84,6 +106,13 @@ def pick_model(repository: Path, model: str | None) -> tuple[str, int]:
     return model, versions[-1]
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _post_ok(url: str, body: bytes) -> bool:
     req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     try:
@@ -93,127 +122,112 @@ def _post_ok(url: str, body: bytes) -> bool:
         return False
 
 
-@contextmanager
-def running_server(
-    cmd: Sequence[str], env: dict[str, str], probe_url: str, probe_body: bytes
-) -> Iterator[None]:
-    """Start a server process pinned to the server core; yield once it answers; stop it."""
-    proc = subprocess.Popen(
-        pinned(list(cmd), SERVER_CORE),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 90
+class Server:
+    """A contender's process, pinned to the server core, and when it first answered."""
+
+    def __init__(self, cmd: Sequence[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.cmd0 = cmd[0]
+        self.started = time.monotonic()
+        with log.open("w") as log_file:
+            self.proc = subprocess.Popen(
+                pinned(list(cmd), SERVER_CORE), env=env, stdout=log_file, stderr=subprocess.STDOUT
+            )
+
+    def wait_ready(self, probe_url: str, probe_body: bytes) -> float:
+        """Seconds from start to the first 200 answer to the probe; an error if it dies first."""
         while not _post_ok(probe_url, probe_body):
-            if proc.poll() is not None:
-                err = proc.stderr.read() if proc.stderr else ""
-                raise RuntimeError(f"server exited with {proc.returncode}: {err[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not answer {probe_url} within 90 s")
-            time.sleep(0.2)
-        yield
-    finally:
-        proc.send_signal(signal.SIGTERM)
+            if self.proc.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"{self.cmd0} exited with {self.proc.returncode}: {tail}")
+            if time.monotonic() - self.started > 180:
+                raise RuntimeError(f"server did not answer {probe_url} within 180 s")
+            time.sleep(0.02)
+        return time.monotonic() - self.started
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 20 s."""
+        self.proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=15)
+            self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            self.proc.kill()
+            self.proc.wait()
 
 
 def run_benchmark(
     repository: Path,
     model: str | None,
     *,
-    port: int,
+    names: Sequence[str],
+    cells: Sequence[Cell],
+    rounds: int,
     seconds: float,
-    connections: Sequence[int],
-    batches: Sequence[int],
-    protocols: Sequence[str] = ("v1",),
+    venvs: Path,
+    warmup_s: float = 1.0,
 ) -> BenchReport:
-    """Measure probserve and the naive baseline side by side, then the in-process ceiling."""
+    """Start every contender, drive each cell ``rounds`` times in alternation, then the ceiling."""
     name, version = pick_model(repository, model)
     bundle = bundle_path(repository, name, version)
     manifest = read_manifest(bundle)
     report = BenchReport(model=name, version=version)
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PROBSERVE_LOG_LEVEL": "warning", "PROBSERVE_BENCH_BUNDLE": str(bundle)}
-    servers = {
-        "probserve": [
-            sys.executable, "-m", "service.cli", "serve",
-            "--model-repository", str(repository), "--host", "127.0.0.1", "--port", str(port),
-        ],
-        "naive": [
-            sys.executable, "-m", "uvicorn", "--factory", "service.bench.naive_app:create_app",
-            "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-            "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
-        ],
-    }  # fmt: skip
-    targets = {
-        "probserve": [
-            Target("probserve", p, f"/{p}/models/{name}/" + ("predict" if p == "v1" else "infer"))
-            for p in protocols
-        ],
-        "naive": [Target("naive", "v1", "/predict")],
-    }
     bodies = {"v1": native_body, "v2": v2_body}
-    for server, cmd in servers.items():
-        first = targets[server][0]
-        probe = bodies[first.protocol](manifest, 1)
-        with running_server(cmd, env, base + first.path, probe):
-            for target in targets[server]:
-                for batch in batches:
-                    body = bodies[target.protocol](manifest, batch)
-                    # Warm-up: first requests pay for imports, allocations and thread start.
-                    run_wrk(base + target.path, body, connections=4, seconds=1, core=LOAD_CORE)
-                    for conns in connections:
-                        result = run_wrk(
-                            base + target.path,
-                            body,
-                            connections=conns,
-                            seconds=seconds,
-                            core=LOAD_CORE,
-                        )
-                        report.rows.append(_row(target, batch, conns, result))
-    for batch in batches:
+    results: dict[tuple[str, Cell], list[LoadResult]] = {}
+    with tempfile.TemporaryDirectory(prefix="probserve-bench-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        env_base = {**os.environ, "PROBSERVE_LOG_LEVEL": "warning"}
+        live: dict[str, tuple[str, str, int]] = {}  # name -> (url, protocol, pid)
+        started: list[tuple[str, Server, str, bytes, str]] = []
+        for server in names:
+            port = free_port()
+            c = contenders_mod.build(
+                server,
+                repository=repository,
+                model=name,
+                bundle=bundle,
+                port=port,
+                work=work,
+                venvs=venvs,
+            )
+            url = f"http://127.0.0.1:{port}{c.path}"
+            proc = Server(c.command, {**env_base, **c.env}, work / server / "server.log")
+            stack.callback(proc.stop)
+            started.append((server, proc, url, bodies[c.protocol](manifest, 1), c.protocol))
+        # All start at once (start-up is slow on a busy machine); ready time is per server.
+        for server, proc, url, probe, protocol in started:
+            report.ready_s[server] = proc.wait_ready(url, probe)
+            live[server] = (url, protocol, proc.proc.pid)
+        for url, protocol, _ in live.values():
+            for cell in cells:  # warm-up: imports, allocations, thread start, caches
+                body = bodies[protocol](manifest, cell.batch)
+                run_wrk(url, body, connections=cell.connections, seconds=warmup_s, core=LOAD_CORE)
+        for _ in range(rounds):
+            for server, (url, protocol, _) in live.items():
+                for cell in cells:
+                    body = bodies[protocol](manifest, cell.batch)
+                    result = run_wrk(
+                        url, body, connections=cell.connections, seconds=seconds, core=LOAD_CORE
+                    )
+                    results.setdefault((server, cell), []).append(result)
+        for server, (_, _, pid) in live.items():
+            report.rss_mib[server] = tree_rss_mib(pid)
+    for (server, cell), runs in results.items():
+        report.rows.append(_row(server, cell, runs))
+    for batch in sorted({c.batch for c in cells}):
         report.ceiling_rows_per_s[batch] = ceiling_rows_per_s(bundle, batch, seconds=seconds / 2)
     return report
 
 
-def _row(target: Target, batch: int, conns: int, result: LoadResult) -> Row:
+def _row(server: str, cell: Cell, runs: list[LoadResult]) -> Row:
+    rps = statistics.median(r.requests_per_s for r in runs)
     return Row(
-        server=target.server,
-        protocol=target.protocol,
-        batch=batch,
-        connections=conns,
-        requests_per_s=result.requests_per_s,
-        rows_per_s=result.requests_per_s * batch,
-        p50_ms=result.p50_ms,
-        p99_ms=result.p99_ms,
-        errors=result.errors,
+        server=server,
+        batch=cell.batch,
+        connections=cell.connections,
+        requests_per_s=rps,
+        rows_per_s=rps * cell.batch,
+        p50_ms=statistics.median(r.p50_ms for r in runs),
+        p99_ms=statistics.median(r.p99_ms for r in runs),
+        errors=sum(r.errors for r in runs),
+        rounds=len(runs),
     )
-
-
-def format_report(report: BenchReport) -> str:
-    """A plain-text table with ratios to the naive baseline and to the ceiling."""
-    lines = [
-        f"model {report.model} version {report.version}",
-        f"{'server':<10}{'proto':<6}{'batch':>6}{'conns':>6}{'req/s':>10}{'rows/s':>11}"
-        f"{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}{'x naive':>9}{'x ceiling':>10}",
-    ]
-    for r in report.rows:
-        naive = report.find("naive", "v1", r.batch, r.connections)
-        vs_naive = r.requests_per_s / naive.requests_per_s if naive and naive.requests_per_s else 0
-        ceiling = report.ceiling_rows_per_s.get(r.batch, 0.0)
-        vs_ceiling = r.rows_per_s / ceiling if ceiling else 0.0
-        lines.append(
-            f"{r.server:<10}{r.protocol:<6}{r.batch:>6}{r.connections:>6}{r.requests_per_s:>10.0f}"
-            f"{r.rows_per_s:>11.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{r.errors:>7}"
-            f"{vs_naive:>9.2f}{vs_ceiling:>10.3f}"
-        )
-    for batch, rows in sorted(report.ceiling_rows_per_s.items()):
-        lines.append(f"ceiling: in-process onnxruntime, batch {batch}: {rows:.0f} rows/s")
-    return "\n".join(lines)

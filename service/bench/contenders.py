@@ -1,0 +1,109 @@
+"""The servers `probserve bench` compares: how to start each and what to send it.
+
+All serve the same ONNX file on loopback and are pinned to the server core by the runner.
+``bare`` and the two third-party servers live in ``bench/apps/`` (standalone scripts).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.bench.venvs import contender_python
+from service.bundle import MODEL_FILE
+
+#: Where the standalone contender apps live (the repository's bench/ folder).
+APPS_DIR = Path(__file__).resolve().parents[2] / "bench" / "apps"
+
+#: Every contender, in table order; the last three need an install and are opt-in.
+LOCAL = ("bare", "naive", "probserve", "probserve-v2", "probserve-lean")
+EXTERNAL = ("kserve", "mlserver")
+ALL = LOCAL + EXTERNAL
+#: What `probserve bench` runs when no --contenders is given (no install needed).
+DEFAULT = ("bare", "naive", "probserve")
+
+
+@dataclass
+class Contender:
+    """One server: its command, environment, predict path and body protocol (v1 or v2)."""
+
+    name: str
+    command: list[str]
+    path: str
+    protocol: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _uvicorn(factory: str, port: int, app_dir: Path | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", factory]
+    if app_dir is not None:
+        cmd += ["--app-dir", str(app_dir)]
+    return [
+        *cmd, "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+        "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def _probserve(
+    name: str, repository: Path, model: str, port: int, work: Path, telemetry: bool
+) -> Contender:
+    # Every feature on: intervals and sets (the body asks for a level), validation, metrics and
+    # the SQLite prediction log in a throwaway directory; "lean" turns the telemetry off.
+    log = f"sqlite:///{work / name / 'predictions.sqlite'}" if telemetry else "none"
+    cmd = [
+        sys.executable, "-m", "service.cli", "serve", "--model-repository", str(repository),
+        "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    v2 = name == "probserve-v2"
+    path = f"/v2/models/{model}/infer" if v2 else f"/v1/models/{model}/predict"
+    env = {
+        "PROBSERVE_METRICS": "true" if telemetry else "false",
+        "PROBSERVE_PREDICTION_LOG_URL": log,
+        "PROBSERVE_PREDICTION_LOG_SPOOL_DIR": str(work / name / "spool"),
+    }
+    return Contender(name, cmd, path, "v2" if v2 else "v1", env)
+
+
+def build(
+    name: str, *, repository: Path, model: str, bundle: Path, port: int, work: Path, venvs: Path
+) -> Contender:
+    """The contender called ``name`` listening on ``port``; ``work`` is a scratch directory."""
+    onnx = str(bundle / MODEL_FILE)
+    (work / name).mkdir(parents=True, exist_ok=True)
+    if name == "bare":
+        cmd = _uvicorn("bare_app:create_app", port, APPS_DIR)
+        return Contender(name, cmd, "/predict", "v1", {"PROBSERVE_BENCH_ONNX": onnx})
+    if name == "naive":
+        cmd = _uvicorn("service.bench.naive_app:create_app", port)
+        return Contender(name, cmd, "/predict", "v1", {"PROBSERVE_BENCH_BUNDLE": str(bundle)})
+    if name in ("probserve", "probserve-v2", "probserve-lean"):
+        return _probserve(name, repository, model, port, work, telemetry=name != "probserve-lean")
+    if name == "kserve":
+        python = str(contender_python(venvs, "kserve"))
+        script = str(APPS_DIR / "kserve_model.py")
+        cmd = [python, script, "--onnx", onnx, "--name", model, "--port", str(port)]
+        return Contender(name, cmd, f"/v2/models/{model}/infer", "v2")
+    if name == "mlserver":
+        return _mlserver(model, onnx, port, work / name, venvs)
+    raise ValueError(f"unknown contender {name!r}")
+
+
+def _mlserver(model: str, onnx: str, port: int, folder: Path, venvs: Path) -> Contender:
+    python = contender_python(venvs, "mlserver")
+    # "Tuned": inference in the server process (no pool hop), no metrics server, no access log.
+    settings = {
+        "http_port": port, "grpc_port": 0, "parallel_workers": 0, "metrics_endpoint": None,
+        "debug": False, "logging": None,
+    }  # fmt: skip
+    (folder / "settings.json").write_text(json.dumps(settings))
+    model_settings = {
+        "name": model,
+        "implementation": "mlserver_model.OnnxModel",
+        "parameters": {"uri": onnx},
+    }
+    (folder / "model-settings.json").write_text(json.dumps(model_settings))
+    cmd = [str(python.parent / "mlserver"), "start", str(folder)]
+    path = f"/v2/models/{model}/infer"
+    return Contender("mlserver", cmd, path, "v2", {"PYTHONPATH": str(APPS_DIR)})

@@ -1,0 +1,112 @@
+"""The benchmark's table: plain text for the terminal, Markdown for bench/results/latest.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from service.bench.runner import BenchReport, Row
+
+#: The contender every ratio is taken from: probserve with every feature on, native protocol.
+REFERENCE = "probserve"
+HEADER = (
+    "| contender | rows | conns | req/s | rows/s | p50 ms | p99 ms | errors | RSS MiB "
+    "| probserve rows/s ÷ this | probserve p50 ÷ this |"
+)
+_OUR_PACKAGES = ("onnxruntime", "numpy", "orjson", "uvicorn", "uvloop", "httptools", "fastapi")
+
+
+def _ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}" if ours and theirs else "-"
+
+
+def table_lines(report: BenchReport) -> list[str]:
+    """The Markdown table: one line per contender and cell, then the in-process ceiling."""
+    lines = [HEADER, _rule()]
+    for r in sorted(report.rows, key=lambda r: (r.batch, r.connections)):
+        ref = report.find(REFERENCE, r.batch, r.connections)
+        lines.append(_line(r, ref, report.rss_mib.get(r.server, 0.0)))
+    for batch, rows in sorted(report.ceiling_rows_per_s.items()):
+        lines.append(
+            f"| ceiling (in-process ONNX Runtime) | {batch} | - | {rows / batch:.0f} | {rows:.0f} "
+            "| - | - | 0 | - | - | - |"
+        )
+    return lines
+
+
+def _rule() -> str:
+    return "|" + "---|" * (HEADER.count("|") - 1)
+
+
+def _line(r: Row, ref: Row | None, rss: float) -> str:
+    by_rows = _ratio(ref.rows_per_s, r.rows_per_s) if ref else "-"
+    by_p50 = _ratio(ref.p50_ms, r.p50_ms) if ref else "-"
+    return (
+        f"| {r.server} | {r.batch} | {r.connections} | {r.requests_per_s:.0f} | {r.rows_per_s:.0f} "
+        f"| {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {rss:.0f} | {by_rows} | {by_p50} |"
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _wrk_version() -> str:
+    try:
+        out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "?"
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else "?"
+
+
+def machine_lines(extra_versions: Mapping[str, str]) -> list[str]:
+    """nproc, CPU model, Python, wrk and package versions, as Markdown bullets."""
+    versions = {}
+    for package in _OUR_PACKAGES:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    versions.update(extra_versions)
+    return [
+        f"- nproc {os.cpu_count()}, CPU {_cpu_model()}, {platform.system()} {platform.release()}",
+        f"- Python {platform.python_version()}; wrk: {_wrk_version()}",
+        "- packages: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+    ]
+
+
+def markdown(
+    report: BenchReport, *, rounds: int, seconds: float, extra_versions: Mapping[str, str]
+) -> str:
+    """The whole results file."""
+    ready = ", ".join(f"{k} {v:.2f} s" for k, v in report.ready_s.items())
+    return "\n".join(
+        [
+            f"# probserve bench: model {report.model} version {report.version}",
+            "",
+            "## Machine",
+            *machine_lines(extra_versions),
+            "",
+            "## Method",
+            f"- every server pinned to core 0 and wrk (1 thread) to core 1; {rounds} alternating "
+            f"rounds of {seconds:g} s per cell; figures are medians over rounds; RSS is the "
+            "server's process tree after the last round",
+            "- probserve: intervals, prediction sets and validation on, metrics on, SQLite "
+            "prediction log in a temporary directory; probserve-lean: metrics and log off",
+            f"- start-up to first answer: {ready}",
+            "",
+            "## Results",
+            *table_lines(report),
+            "",
+        ]
+    )
