@@ -40,8 +40,9 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Five contenders; KServe and MLServer are installed (pinned) into .bench/ on the first run.
 bench: demo-model
-	$(BIN)/probserve bench --model-repository $(MODELS)
+	$(BIN)/probserve bench --model-repository $(MODELS) --contenders all --results bench/results/latest.md
 
 bench-train: install
 	$(BIN)/python -m training.bench
