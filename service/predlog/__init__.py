@@ -1,6 +1,6 @@
 """The durable prediction log: one row per served instance, feedback labels, the drift window.
 
-docs/architecture.md, "Prediction log".
+docs/architecture.md, "Telemetry seam".
 """
 
 from service.predlog.errors import PredictionLogError

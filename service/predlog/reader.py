@@ -4,7 +4,7 @@ Columns: the scalar prediction columns (BASE_COLUMNS), one column per feature (n
 float64 with NaN, categorical -> object str with None), one per class probability named like
 the bundle's reference (REFERENCE_PROBABILITY_PREFIX + class), and ``true_label`` from the
 feedback table (None without feedback). JSON is decoded a chunk at a time by one orjson call
-over the chunk (docs/architecture.md, "Prediction log").
+over the chunk (docs/architecture.md, "Telemetry seam").
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The request path builds one PredictionRecord per served request from arrays it already holds
 (no per-row work there); the writer thread converts it with ``record_rows`` (docs/architecture.md,
-"Prediction log").
+"Telemetry seam").
 """
 
 from __future__ import annotations

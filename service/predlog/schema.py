@@ -1,6 +1,6 @@
 """The prediction log's table layout, defined once: the writer inserts it, the drift job reads it.
 
-Tables (docs/architecture.md, "Prediction log"):
+Tables (docs/architecture.md, "Telemetry seam"):
 
 ``predictions``: one row per served instance.
     ``row_key`` TEXT UNIQUE NOT NULL: ``{process token}-{sequence}``, assigned by the writer

@@ -3,7 +3,7 @@
 One JSON-lines file per process (``spool-{token}.jsonl``), appended and fsynced per batch, and
 held under an exclusive ``flock`` for the process's lifetime: another process replays a file
 only when it can take that lock, i.e. when its writer has died (docs/architecture.md,
-"Prediction log").
+"Telemetry seam").
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def orphans(directory: Path, own: Path) -> list[Orphan]:
     if not directory.is_dir():
         return []
     found: list[Orphan] = []
-    paths = sorted(directory.glob(f"{PREFIX}*{SUFFIX}"), key=lambda p: p.stat().st_mtime)
+    paths = sorted(directory.glob(f"{PREFIX}*{SUFFIX}"), key=_mtime)
     for path in paths:
         if path == own:
             continue
@@ -124,3 +124,11 @@ def orphans(directory: Path, own: Path) -> list[Orphan]:
             continue
         found.append(Orphan(path, handle))
     return found
+
+
+def _mtime(path: Path) -> float:
+    """Modification time; 0 for a file another process removed meanwhile."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

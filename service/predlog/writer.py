@@ -3,7 +3,7 @@
 The request path only appends a record to a deque (``enqueue`` never blocks, never raises).
 The writer thread turns records into rows, inserts them in batches, and when the database
 fails spools them to local disk, retries periodically, and on recovery replays the spool in
-order before newer rows (docs/architecture.md, "Prediction log").
+order before newer rows (docs/architecture.md, "Telemetry seam").
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ class PredictionLog:
             if not accepted:
                 self._dropped(n)
                 return False
-            if full_batch:
+            if full_batch and not self._wake.is_set():  # set() takes a lock; is_set() not
                 self._wake.set()
             self._on_rows("queued", n)
             return True
