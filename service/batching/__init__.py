@@ -1,13 +1,13 @@
 """Dynamic request batching per model version."""
 
-from service.batching.batcher import (
+from service.batching.batcher import DynamicBatcher
+from service.batching.records import (
     DEADLINE_EXCEEDED,
     OVERLOADED,
     BatchObserver,
     BatchOutput,
     BatchStats,
     DeriveFunction,
-    DynamicBatcher,
     RowBatch,
     RowSliceable,
     ShedObserver,
