@@ -13,7 +13,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = 1
+#: Schema written by this trainer. 2: the reference's model-output columns are computed on
+#: held-out rows and the temperatures are fitted for the ensemble mean (docs/architecture.md).
+SCHEMA_VERSION: Literal[2] = 2
+#: Schemas the service still reads; version 1 bundles keep serving unchanged.
+SUPPORTED_SCHEMA_VERSIONS = (1, 2)
+#: First schema whose reference.parquet model outputs come from held-out rows.
+HELD_OUT_REFERENCE_SCHEMA = 2
 
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
@@ -28,6 +34,10 @@ REFERENCE_LABEL_COLUMN = "__label__"
 REFERENCE_PREDICTION_COLUMN = "__prediction__"
 REFERENCE_PROBABILITY_PREFIX = "__proba__"
 REFERENCE_INTERVAL_WIDTH_COLUMN = "__interval_width__"
+#: Size of the conformal prediction set at the reference level (schema 2 on).
+REFERENCE_SET_SIZE_COLUMN = "__set_size__"
+#: Which split a reference row came from (schema 2 on): the output columns are held-out rows.
+REFERENCE_SPLIT_COLUMN = "__split__"
 
 FeatureValue = float | str | None
 
@@ -63,6 +73,10 @@ class Calibration(_Strict):
     temperatures: list[float]
     #: Split used to fit the temperatures (disjoint from the conformal split).
     temperature_split: Literal["validation"] = "validation"
+    #: What the temperatures were fitted for: "member", each member's own NLL (schema 1, whose
+    #: averaged probabilities come out underconfident); "ensemble_mean", the NLL of the mean of
+    #: the member probabilities, which is what the service serves.
+    temperature_objective: Literal["member", "ensemble_mean"] = "member"
     #: Conformal non-conformity score: LAC, ``1 - p_mean(true class)``.
     conformal_score: Literal["lac"] = "lac"
     #: Scores of the held-out calibration split, sorted ascending.
@@ -91,7 +105,7 @@ class VerificationSample(_Strict):
 class Manifest(_Strict):
     """Everything about a bundle except the weights, which live in ``model.onnx``."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     created_at: datetime
     task: Literal["classification"] = "classification"
@@ -120,6 +134,15 @@ class Manifest(_Strict):
         if set(self.sample.inputs) != set(names):
             raise ValueError("sample.inputs must hold exactly the features")
         return self
+
+    @property
+    def reference_outputs_held_out(self) -> bool:
+        """True when reference.parquet's model-output columns were computed on held-out rows.
+
+        Schema 1 bundles computed them on the training rows the members fitted, which look more
+        certain than any new row; drift on those columns is then expected on honest traffic.
+        """
+        return self.schema_version >= HELD_OUT_REFERENCE_SCHEMA
 
     @property
     def feature_names(self) -> list[str]:

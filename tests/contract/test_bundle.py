@@ -12,6 +12,7 @@ import pytest
 from service.bundle import (
     MODEL_FILE,
     CategoricalFeature,
+    Feature,
     ManifestError,
     NumericFeature,
     RepositoryError,
@@ -20,6 +21,15 @@ from service.bundle import (
     model_versions,
     read_manifest,
     staged_bundle,
+)
+from service.bundle.manifest import SCHEMA_VERSION
+from service.http import create_app
+from service.settings import Settings
+from tests.service.conftest import (
+    HTTP_TEST_SETTINGS,
+    TEST_CLASSES,
+    InProcessService,
+    write_test_bundle,
 )
 from training.onnx_graph import EnsembleWeights, build_ensemble_graph
 
@@ -32,7 +42,7 @@ def _identity_weights(width: int, members: int = 2) -> EnsembleWeights:
 
 
 def test_graph_imputes_standardises_and_one_hot_encodes_with_unknown_bucket() -> None:
-    features = [
+    features: list[Feature] = [
         NumericFeature(name="age", mean=40.0, std=10.0),
         CategoricalFeature(name="city", categories=["paris", "rome"]),
     ]
@@ -81,3 +91,47 @@ def test_manifest_errors_name_the_problem(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 1, "name": "m"}))
     with pytest.raises(ManifestError, match="features"):
         read_manifest(tmp_path)
+
+
+def _as_schema_1(bundle: Path) -> None:
+    # What the schema-1 trainer wrote: no temperature objective, reference outputs on training
+    # rows (no set-size or split column); model.onnx and its sha256 are untouched.
+    path = bundle / "manifest.json"
+    raw = json.loads(path.read_text())
+    assert raw["schema_version"] == SCHEMA_VERSION == 2
+    raw["schema_version"] = 1
+    del raw["calibration"]["temperature_objective"]
+    path.write_text(json.dumps(raw))
+
+
+def test_a_schema_1_bundle_still_loads_and_serves(tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    bundle = write_test_bundle(repository, "toy")
+    assert read_manifest(bundle).reference_outputs_held_out
+    _as_schema_1(bundle)
+    manifest = read_manifest(bundle)
+    assert manifest.schema_version == 1
+    assert not manifest.reference_outputs_held_out  # the drift job warns on this
+    assert manifest.calibration.temperature_objective == "member"
+    service = InProcessService(
+        create_app(Settings(model_repository=repository, **HTTP_TEST_SETTINGS))
+    ).start()
+    try:
+        response = service.post(
+            "/v1/models/toy/predict",
+            json={"instances": [{"x1": 0.3, "x2": 4.0, "colour": "red"}]},
+        )
+    finally:
+        service.close()
+    assert response.status_code == 200, response.text
+    (prediction,) = response.json()["predictions"]
+    assert list(prediction["probabilities"]) == TEST_CLASSES
+
+
+def test_an_unknown_schema_version_is_refused_by_name(tmp_path: Path) -> None:
+    bundle = write_test_bundle(tmp_path / "models", "toy")
+    raw = json.loads((bundle / "manifest.json").read_text())
+    raw["schema_version"] = 3
+    (bundle / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ManifestError, match="schema_version"):
+        read_manifest(bundle)
