@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -29,7 +29,7 @@ from service.bundle import (
 from service.bundle.manifest import FeatureValue, file_sha256
 from training.onnx_graph import EnsembleWeights, build_ensemble_graph
 
-#: The reference sample is the drift baseline; DESIGN.md caps it at 50k rows.
+#: The reference sample is the drift baseline; docs/architecture.md caps it at 50k rows.
 MAX_REFERENCE_ROWS = 50_000
 
 _LIBRARIES = ("probserve", "torch", "onnx", "onnxruntime", "numpy", "scikit-learn", "pandas")
@@ -74,11 +74,13 @@ def write_bundle(
     reference: pd.DataFrame,
     sample_inputs: Mapping[str, Sequence[FeatureValue]],
     write_report: ReportWriter | None = None,
+    temperature_objective: Literal["member", "ensemble_mean"] = "ensemble_mean",
 ) -> Path:
     """Write and publish ``<repository>/<name>/<next version>``; return its path.
 
     ``sample_inputs`` are a few raw rows, column-wise; their outputs are computed here with
     onnxruntime and stored so every later load can check that the graph still reproduces them.
+    ``temperature_objective`` records what the temperatures in ``weights`` were fitted for.
     Nothing is left in the repository if any step fails.
     """
     model = build_ensemble_graph(features, weights)
@@ -97,6 +99,7 @@ def write_bundle(
             members=weights.members,
             calibration=Calibration(
                 temperatures=[float(t) for t in weights.temperatures],
+                temperature_objective=temperature_objective,
                 conformal_scores=[float(s) for s in np.sort(conformal_scores)],
             ),
             metrics={k: float(v) for k, v in metrics.items()},

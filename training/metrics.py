@@ -4,6 +4,11 @@ Definitions (stated in the model card too):
 - ``brier``: multi-class Brier score, mean over rows of sum over classes of (p_c - 1[y=c])^2
   (for two classes this is twice the positive-class Brier score).
 - ``ece``: top-label expected calibration error, 15 equal-width confidence bins.
+- ``estimated_accuracy``: the label-free accuracy estimate, the mean top-class probability; it is
+  only as good as the calibration (compare with ``accuracy``).
+- ``ece_member_temperatures`` / ``ece_uncalibrated`` (and the matching ``accuracy_*`` and
+  ``estimated_accuracy_*``): the same figures for the mean of members calibrated one by one
+  (schema 1's fit) and of uncalibrated members, so the gain of the mean's temperature is on record.
 - ``conformal_coverage_XX`` / ``conformal_set_size_XX``: share of test rows whose true class is in
   the split-conformal set at level XX%, and the mean set size.
 - ``true_proba_coverage_XX`` (synthetic only): share of test rows for which the XX% interval of
@@ -25,6 +30,7 @@ from service.uncertainty import (
     logit_intervals,
     prediction_sets,
 )
+from training.calibrate import Calibration, member_probabilities
 
 ECE_BINS = 15
 LEVELS = (0.90, 0.95)
@@ -76,6 +82,7 @@ def classification_metrics(
         "log_loss": float(-np.mean(np.log(np.clip(p[np.arange(n), labels], _EPS, 1.0)))),
         "brier": float(np.mean(np.sum((p - onehot) ** 2, axis=1))),
         "ece": expected_calibration_error(p, labels),
+        "estimated_accuracy": float(np.mean(p.max(axis=1))),
     }
     present = np.unique(labels)
     if len(present) == c:  # AUC is undefined when a class is absent from the test split
@@ -136,3 +143,25 @@ def evaluate(
         **interval_metrics(member_probabilities, true_probabilities),
         "test_rows": float(len(labels)),
     }
+
+
+def calibration_figures(
+    logits: NDArray[np.floating], labels: NDArray[np.int64], calibration: Calibration
+) -> dict[str, float]:
+    """The mean's ECE, accuracy and estimated accuracy before and after the mean's temperature.
+
+    ``logits`` are the test split's member logits [N, K, C]. "Before" is schema 1's per-member
+    fit and no temperature at all; "after" (``ece`` etc.) comes from :func:`evaluate` on what the
+    graph serves, and ``temperature`` records the shared temperature.
+    """
+    out = {"temperature": float(calibration.temperatures[0])}
+    members = np.asarray(logits).shape[1]
+    for tag, temps in (
+        ("member_temperatures", calibration.member_temperatures),
+        ("uncalibrated", np.ones(members)),
+    ):
+        mean = ensemble_mean(member_probabilities(logits, temps))
+        out[f"ece_{tag}"] = expected_calibration_error(mean, labels)
+        out[f"accuracy_{tag}"] = float(np.mean(mean.argmax(axis=1) == labels))
+        out[f"estimated_accuracy_{tag}"] = float(np.mean(mean.max(axis=1)))
+    return out

@@ -30,9 +30,15 @@ from training.export import (
     onnx_member_probabilities,
     random_rows,
 )
-from training.metrics import evaluate, reliability_bins
+from training.metrics import calibration_figures, evaluate, reliability_bins
 from training.preprocess import encode_features, fit_features, json_inputs
-from training.report import ReportInputs, build_reference, report_writer
+from training.report import (
+    HELD_OUT_SPLITS,
+    HeldOutRows,
+    ReportInputs,
+    build_reference,
+    report_writer,
+)
 from training.splits import SplitSizes, stratified_splits
 
 log = logging.getLogger(__name__)
@@ -153,7 +159,9 @@ def train(config: TrainConfig) -> TrainResult:
         config.ensemble(),
     )
 
-    logits = {s: member_logits(trained.layers, encoded[s]) for s in ("validation", "calibration")}
+    logits = {
+        s: member_logits(trained.layers, encoded[s]) for s in ("validation", "calibration", "test")
+    }
     calib = calibrate(
         logits["validation"], labels["validation"], logits["calibration"], labels["calibration"]
     )
@@ -169,9 +177,26 @@ def train(config: TrainConfig) -> TrainResult:
     if dataset.true_probabilities is not None:
         true_p = dataset.true_probabilities[splits.test]
     metrics = evaluate(test_probs, labels["test"], calib.conformal_scores, true_p)
-    train_probs = onnx_member_probabilities(graph, features, part["train"])
+    metrics.update(calibration_figures(logits["test"], labels["test"], calib))
+    # The reference's model outputs are those of rows no member fitted (docs/architecture.md).
+    held_out = {s: part[s] for s in HELD_OUT_SPLITS}
     reference = build_reference(
-        part["train"], labels["train"], dataset.classes, train_probs, seed=config.seed
+        [
+            HeldOutRows(
+                split=s,
+                frame=held_out[s],
+                labels=labels[s],
+                member_probabilities=(
+                    test_probs
+                    if s == "test"
+                    else onnx_member_probabilities(graph, features, held_out[s])
+                ),
+            )
+            for s in HELD_OUT_SPLITS
+        ],
+        dataset.classes,
+        calib.conformal_scores,
+        seed=config.seed,
     )
     sample = pd.concat(
         [

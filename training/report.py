@@ -26,8 +26,15 @@ from service.bundle.manifest import (
     REFERENCE_LABEL_COLUMN,
     REFERENCE_PREDICTION_COLUMN,
     REFERENCE_PROBABILITY_PREFIX,
+    REFERENCE_SET_SIZE_COLUMN,
+    REFERENCE_SPLIT_COLUMN,
 )
-from service.uncertainty import ensemble_mean, logit_intervals
+from service.uncertainty import (
+    conformal_threshold,
+    ensemble_mean,
+    logit_intervals,
+    prediction_sets,
+)
 from training.ensemble import TrainingHistory
 from training.metrics import ECE_BINS, ReliabilityBins
 
@@ -35,6 +42,8 @@ MODEL_CARD = "model_card.md"
 RELIABILITY_PNG = "reliability.png"
 LOSS_CURVES_PNG = "loss_curves.png"
 MAX_REFERENCE_ROWS = 50_000
+#: Splits whose rows make the reference: none of them was fitted by a member.
+HELD_OUT_SPLITS = ("validation", "calibration", "test")
 #: Interval level recorded as the reference interval width (the service default).
 REFERENCE_LEVEL = 0.95
 
@@ -146,9 +155,14 @@ def model_card(manifest: Manifest, inputs: ReportInputs) -> str:
         "|---|---|---|",
         f"| train | {inputs.split_rows['train']} | fitting the members (bootstrap resamples) "
         "and the preprocessing |",
-        f"| validation | {inputs.split_rows['validation']} | early stopping, temperatures |",
+        f"| validation | {inputs.split_rows['validation']} | early stopping, the temperature |",
         f"| calibration | {inputs.split_rows['calibration']} | conformal scores only |",
         f"| test | {inputs.split_rows['test']} | every figure below |",
+        "",
+        "The drift baseline `reference.parquet` holds the validation, calibration and test rows "
+        "(never training rows, which the members fitted and are surer of than of any new row) "
+        "with the served outputs: probability per class, interval width and prediction-set size "
+        "at 95%.",
         "",
         f"Features: {len(numeric)} numeric (missing values imputed with the training mean, then "
         f"standardised), {len(categorical)} categorical (one-hot over the training categories, "
@@ -169,12 +183,36 @@ def model_card(manifest: Manifest, inputs: ReportInputs) -> str:
         "",
         "## Calibration and uncertainty",
         "",
-        "Per-member temperatures (fitted on the validation split so the calibration split stays "
-        "untouched for the conformal guarantee): "
-        + ", ".join(f"{x:.3f}" for x in manifest.calibration.temperatures)
-        + ".",
+        "One temperature shared by every member, "
+        + (
+            f"T = {manifest.calibration.temperatures[0]:.3f}, fitted so that the MEAN of the "
+            "member probabilities (what is served) minimises the negative log-likelihood of the "
+            "validation split, a MAP fit in log T with a weak prior (sd 1) centred on T = 1 "
+            "that keeps a split the members separate perfectly from driving T to 0"
+            if manifest.calibration.temperature_objective == "ensemble_mean"
+            else "per-member temperatures "
+            + ", ".join(f"{x:.3f}" for x in manifest.calibration.temperatures)
+        )
+        + ". Fitted on the validation split so the calibration split stays untouched for the "
+        "conformal guarantee.",
         "",
-        "- **probability**: the mean of the calibrated member probabilities.",
+        "| mean of | ECE | accuracy | estimated accuracy |",
+        "|---|---|---|---|",
+        f"| members at T = 1 | {_fmt(m.get('ece_uncalibrated'))} | "
+        f"{_fmt(m.get('accuracy_uncalibrated'))} | "
+        f"{_fmt(m.get('estimated_accuracy_uncalibrated'))} |",
+        f"| members calibrated one by one (schema 1) | {_fmt(m.get('ece_member_temperatures'))} "
+        f"| {_fmt(m.get('accuracy_member_temperatures'))} | "
+        f"{_fmt(m.get('estimated_accuracy_member_temperatures'))} |",
+        f"| **served** (temperature for the mean) | {_fmt(m.get('ece'))} | "
+        f"{_fmt(m.get('accuracy'))} | {_fmt(m.get('estimated_accuracy'))} |",
+        "",
+        "Test split. The estimated accuracy is the mean top-class probability: the label-free "
+        "estimate the drift job reports, right only as far as the mean is calibrated. Averaging "
+        "members that were calibrated one by one makes an underconfident mean, hence one "
+        "temperature fitted for the mean.",
+        "",
+        "- **probability**: the mean of the temperature-scaled member probabilities.",
         "- **interval** at level 1-a: mean member logit +- t(K-1 dof) x member spread, mapped "
         "back to (0, 1); it estimates how far the fitted probability would move with other "
         "training data (sampling variability), not label noise.",
@@ -192,6 +230,8 @@ def model_card(manifest: Manifest, inputs: ReportInputs) -> str:
         f"| Brier score | {_fmt(m.get('brier'))} | mean over rows of sum over classes of "
         "(p - 1[y=c])² (twice the binary convention) |",
         f"| ECE ({ECE_BINS} bins) | {_fmt(m.get('ece'))} | top-label expected calibration error |",
+        f"| estimated accuracy | {_fmt(m.get('estimated_accuracy'))} | mean top-class "
+        "probability: the label-free estimate of accuracy |",
     ]
     for tag in ("90", "95"):
         lines.append(
@@ -242,23 +282,45 @@ def model_card(manifest: Manifest, inputs: ReportInputs) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class HeldOutRows:
+    """One held-out split: raw rows, labels and the served member probabilities [N, K, C]."""
+
+    split: str
+    frame: pd.DataFrame
+    labels: NDArray[np.int64]
+    member_probabilities: NDArray[np.floating]
+
+
 def build_reference(
-    frame: pd.DataFrame,
-    labels: NDArray[np.int64],
+    held_out: Sequence[HeldOutRows],
     classes: Sequence[str],
-    member_probabilities: NDArray[np.floating],
+    conformal_scores: NDArray[np.floating],
     *,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Drift baseline: raw training features, label, and the model's outputs (<= 50k rows)."""
+    """Drift baseline: held-out rows' raw features, label, split and served outputs (<= 50k rows).
+
+    Every row is a row no member was fitted on (validation, calibration, test), so its outputs
+    are as certain as the outputs on new rows; the training rows' outputs are more certain than
+    any new row's and would show output drift on honest traffic (docs/architecture.md). Output
+    columns: the mean probability per class, the width of the predicted class's interval and the
+    size of the conformal prediction set, both at the service's default level. (The calibration
+    rows' set sizes use the threshold their own scores set: a bias of at most one rank in n.)
+    """
+    frame = pd.concat([h.frame for h in held_out], ignore_index=True)
+    labels = np.concatenate([np.asarray(h.labels) for h in held_out])
+    probs = np.concatenate([np.asarray(h.member_probabilities) for h in held_out], axis=0)
+    splits = np.concatenate([np.full(len(h.frame), h.split, dtype=object) for h in held_out])
     n = len(frame)
     rows = np.arange(n)
     if n > MAX_REFERENCE_ROWS:
         rows = np.sort(np.random.default_rng(seed).choice(n, MAX_REFERENCE_ROWS, replace=False))
-    probs = np.asarray(member_probabilities)[rows]
+    probs = probs[rows]
     mean = ensemble_mean(probs)
     lower, upper = logit_intervals(probs, REFERENCE_LEVEL)
     predicted = mean.argmax(axis=1)
+    sets = prediction_sets(mean, conformal_threshold(conformal_scores, REFERENCE_LEVEL))
     ref = frame.iloc[rows].reset_index(drop=True).copy()
     ref[REFERENCE_LABEL_COLUMN] = [classes[i] for i in labels[rows]]
     ref[REFERENCE_PREDICTION_COLUMN] = [classes[i] for i in predicted]
@@ -266,4 +328,6 @@ def build_reference(
         ref[f"{REFERENCE_PROBABILITY_PREFIX}{c}"] = mean[:, i]
     # Width of the predicted class's interval: one number per row for drift monitoring.
     ref[REFERENCE_INTERVAL_WIDTH_COLUMN] = (upper - lower)[np.arange(len(rows)), predicted]
+    ref[REFERENCE_SET_SIZE_COLUMN] = sets.sum(axis=1).astype(np.int64)
+    ref[REFERENCE_SPLIT_COLUMN] = splits[rows]
     return ref

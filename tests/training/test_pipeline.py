@@ -98,7 +98,8 @@ def test_bundle_contents_match_the_contract(breast_cancer_bundle: TrainResult) -
     assert manifest.model_sha256 == file_sha256(path / "model.onnx")
     assert manifest.metrics["accuracy"] == pytest.approx(breast_cancer_bundle.metrics["accuracy"])
     ref = pd.read_parquet(path / "reference.parquet")
-    assert len(ref) == manifest.training["rows_train"]
+    t = manifest.training
+    assert len(ref) == t["rows_validation"] + t["rows_calibration"] + t["rows_test"]  # type: ignore[operator]
     for col in (
         REFERENCE_LABEL_COLUMN,
         REFERENCE_PREDICTION_COLUMN,
@@ -160,7 +161,7 @@ def test_csv_with_missing_values_and_categories_end_to_end(
     assert isinstance(kinds["flag"], CategoricalFeature)
     assert manifest.classes == ["no", "yes"] and manifest.target == "outcome"
     # Missing numerics, missing and unseen categories give valid probabilities.
-    rows = {name: [None, None] for name in manifest.feature_names}
+    rows: dict[str, list[str | float | None]] = {n: [None, None] for n in manifest.feature_names}
     rows["colour"] = ["purple", None]
     session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
     probs = session.run(None, graph_columns(manifest.features, rows))[0]

@@ -13,7 +13,7 @@ from scipy.special import softmax
 
 from service.bundle import CategoricalFeature, NumericFeature
 from service.errors import UsageError
-from training.calibrate import fit_temperatures
+from training.calibrate import fit_member_temperatures
 from training.data import load_dataset, synthetic_frame
 from training.ensemble import EnsembleConfig, fit_ensemble, fit_ensemble_sequential
 from training.export import ParityError, check_parity, ensemble_weights, export_ensemble
@@ -129,7 +129,9 @@ def test_onnx_parity_holds_and_catches_a_corrupted_graph() -> None:
     report = check_parity(export_ensemble(features, weights), features, weights, ds.frame)
     assert report.max_abs_diff <= 1e-5 and report.rows > len(ds.frame)
 
-    corrupted = ensemble_weights([(w + 0.01, b) for w, b in layers], weights.temperatures)
+    corrupted = ensemble_weights(
+        [((w + 0.01).astype(np.float32), b) for w, b in layers], weights.temperatures
+    )
     with pytest.raises(ParityError, match="does not match PyTorch"):
         check_parity(export_ensemble(features, corrupted), features, weights, ds.frame)
 
@@ -142,7 +144,7 @@ def test_temperature_scaling_recovers_a_known_temperature() -> None:
     labels = np.array([rng.choice(3, p=row) for row in p])
     # Member 0 was generated at T=2; member 1's logits are member 0's scaled by 4, so T=8.
     logits[:, 1, :] = logits[:, 0, :] * 4
-    fitted = fit_temperatures(logits, labels)
+    fitted = fit_member_temperatures(logits, labels)
     np.testing.assert_allclose(fitted, [2.0, 8.0], rtol=0.05)
 
 
