@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from monitoring.drift.columns import (
+    LOG_INTERVAL_WIDTH,
     LOG_LABEL,
     LOG_SET_SIZE,
     LOG_TRUE_LABEL,
@@ -193,11 +194,14 @@ def compute_drift(
             f"{len(current)} logged row(s) of {manifest.name} in the window, fewer than "
             f"--min-rows {settings.min_rows}: not enough to judge drift"
         )
-    compared = compared_frames(manifest, reference, current)
+    # Sample before mapping the columns: a 1M-row window costs its mapping only for the rows
+    # that reach Evidently. The label-free and feedback figures below use every row.
+    cur_rows, sampled_cur = _cap(current, settings.max_rows, settings.seed)
+    ref_rows, sampled_ref = _cap(reference, settings.max_rows, settings.seed)
+    compared = compared_frames(manifest, ref_rows, cur_rows)
     columns = compared.columns
     _check_overrides(settings, columns)
-    cur, sampled_cur = _cap(compared.current, settings.max_rows, settings.seed)
-    ref, sampled_ref = _cap(compared.reference, settings.max_rows, settings.seed)
+    cur, ref = compared.current, compared.reference
 
     to_evidently = [c for c in columns if not needs_fallback(ref[c], cur[c])]
     snapshot = _run_evidently(compared, ref, cur, to_evidently, settings) if to_evidently else None
@@ -226,7 +230,11 @@ def compute_drift(
                 "their interval widths and set sizes are not comparable with the reference"
             )
     has_size = SET_SIZE in reference.columns
-    probabilities = compared.current[probability_columns(manifest)].to_numpy(dtype=np.float64)
+    probabilities = (
+        current[probability_columns(manifest)]
+        .apply(pd.to_numeric, errors="coerce")
+        .to_numpy(dtype=np.float64)
+    )
     feedback = feedback_figures(
         current[LOG_LABEL] if LOG_LABEL in current.columns else pd.Series([None] * len(current)),
         current[LOG_TRUE_LABEL]
@@ -253,7 +261,7 @@ def compute_drift(
         expected_calibration_error=feedback.expected_calibration_error,
         mean_interval_width=Pair(
             reference=finite_mean(reference[REFERENCE_INTERVAL_WIDTH_COLUMN]),
-            current=finite_mean(compared.current[REFERENCE_INTERVAL_WIDTH_COLUMN]),
+            current=finite_mean(current[LOG_INTERVAL_WIDTH]),
         ),
         ambiguous_share=Pair(
             reference=ambiguous_share(reference[SET_SIZE]) if has_size else None,
