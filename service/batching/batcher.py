@@ -428,7 +428,12 @@ class DynamicBatcher(Generic[D]):
                 # One bad request (a value onnxruntime refuses, say) must not fail the others:
                 # run each alone so the error lands on the request that causes it. The consumer
                 # carries on with the next batch afterwards.
-                await self._rerun_each(items)
+                try:
+                    await self._rerun_each(items)
+                except Exception:  # the reruns could not even start: nobody may wait forever
+                    for item in items:
+                        if not item.future.done():
+                            item.future.set_exception(exc)
                 return
         finally:
             self._in_flight -= 1
