@@ -23,6 +23,9 @@ queued), except into an empty queue, so a request larger than the bound is still
 answered :class:`~service.errors.DeadlineExceeded` and its rows are never computed. Expired
 requests are found by a timer on the oldest queued request (deadlines fall in queue order, so they
 expire as a prefix of the queue) and again whenever a batch is cut.
+With a delay of 0 the bound counts the rows handed to the worker and not yet answered (the running
+request's included), and a request still waiting for the worker thread at its deadline is
+cancelled there; a request whose run has started is always answered.
 
 The delay's effective resolution is the event loop's timer resolution (about 1 ms with epoll or
 libuv): a delay below that still batches, but waits up to about a millisecond.
