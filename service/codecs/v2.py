@@ -24,7 +24,6 @@ another type, ``null`` included, is a 400 naming it.
 from __future__ import annotations
 
 import struct
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,15 +124,15 @@ def decode_infer_request(
     level = default_level
     if "confidence_level" in parameters:
         level = confidence_level(parameters["confidence_level"], "parameters.confidence_level")
-    binary_default = _flag(parameters, "binary_data_output", "parameters.binary_data_output")
+    binary_default = parameters.get("binary_data_output", False)
+    if type(binary_default) is not bool:
+        _flag(parameters, "binary_data_output", "parameters.binary_data_output")  # raises
     columns, rows = _decode_inputs(payload.get("inputs"), binary, manifest, max_rows)
     outputs = _requested_outputs(payload.get("outputs"), "outputs" in payload, binary_default)
     return V2Request(FeatureBatch(columns=columns, rows=rows), level, request_id, outputs)
 
 
 _NO_PARAMETERS: dict[str, Any] = {}
-_BYTES_ONLY = frozenset({"BYTES"})
-_BYTES_OR_BOOL = frozenset({"BYTES", "BOOL"})
 _BOOL_ONLY = frozenset({bool})
 _PARAMETER_TYPES = frozenset({bool, int, float, str})
 PARAMETER_EXPECTED = "an object whose values are booleans, numbers or strings"
@@ -224,18 +223,25 @@ def _decode_inputs(
                 feature=name,
                 expected=f"shape [{rows}] or [{rows}, 1]",
             )
-        categorical = isinstance(feature, CategoricalFeature)
-        categories = feature.categories if isinstance(feature, CategoricalFeature) else []
         datatype = tensor.get("datatype")
-        if categorical:
-            # A feature trained from a True/False column may also travel as a BOOL tensor,
-            # which is what a client sends for a numpy bool array.
-            boolean = is_boolean_feature(categories)
-            allowed: Collection[str] = _BYTES_OR_BOOL if boolean else _BYTES_ONLY
-            expected_types = "BYTES or BOOL" if boolean else "BYTES"
+        categories: list[str] = []
+        if isinstance(feature, CategoricalFeature):
+            categorical = True
+            categories = feature.categories
+            # BYTES is the common case; only then is it worth asking whether the feature was
+            # trained from a True/False column, which may also travel as a BOOL tensor (what a
+            # client sends for a numpy bool array).
+            ok = datatype == "BYTES" or (datatype == "BOOL" and is_boolean_feature(categories))
         else:
-            allowed, expected_types = NUMERIC_DATATYPES, "FP32 (or FP64, FP16, INT*, UINT*)"
-        if type(datatype) is not str or datatype not in allowed:
+            categorical = False
+            ok = type(datatype) is str and datatype in NUMERIC_DATATYPES
+        if not ok:
+            boolean = categorical and is_boolean_feature(categories)
+            expected_types = (
+                ("BYTES or BOOL" if boolean else "BYTES")
+                if categorical
+                else "FP32 (or FP64, FP16, INT*, UINT*)"
+            )
             raise InvalidInput(
                 f"input {name!r}: expected datatype {expected_types}, got {describe(datatype)}",
                 feature=name,
