@@ -20,6 +20,7 @@ from service.bundle import (
 from service.bundle.manifest import (
     REFERENCE_INTERVAL_WIDTH_COLUMN,
     REFERENCE_PROBABILITY_PREFIX,
+    REFERENCE_SET_SIZE_COLUMN,
 )
 
 #: Bucket of a categorical value the manifest does not list (the graph's unknown bucket too).
@@ -28,7 +29,7 @@ UNSEEN = "__unseen__"
 MISSING = "__missing__"
 #: Compared names of the two model-output columns that are not probabilities.
 INTERVAL_WIDTH = REFERENCE_INTERVAL_WIDTH_COLUMN
-SET_SIZE = "__set_size__"
+SET_SIZE = REFERENCE_SET_SIZE_COLUMN
 
 #: Prediction-log column names of the model outputs (service.predlog's reader contract).
 LOG_INTERVAL_WIDTH = "interval_width"

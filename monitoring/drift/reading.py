@@ -21,9 +21,6 @@ from service.bundle import (
 )
 from service.errors import UsageError
 
-#: Bundle schema that first computes the reference's model outputs on held-out rows.
-HELD_OUT_SCHEMA = 2
-
 
 @dataclass(frozen=True)
 class Baseline:
@@ -58,7 +55,7 @@ def read_baseline(repository: Path, model: str, version: int | None) -> Baseline
             f"bundle {model} version {chosen} cannot be read: {type(exc).__name__}"
         ) from exc
     notes = []
-    if manifest.schema_version < HELD_OUT_SCHEMA:
+    if not manifest.reference_outputs_held_out:
         notes.append(
             f"bundle schema {manifest.schema_version} computes the reference's model outputs on "
             "training rows, which look more certain than new rows: output columns may show "

@@ -12,7 +12,9 @@ import pytest
 from prometheus_client import generate_latest
 
 from monitoring.drift.monitor import Monitor
+from monitoring.drift.reading import read_baseline
 from monitoring.drift.settings import DriftSettings
+from service.bundle import write_manifest
 from service.cli import main
 from tests.monitoring.conftest import CLASSES_PREFIX, DriftBundle
 from tests.support import free_port
@@ -238,3 +240,12 @@ def test_monitor_runs_the_real_job_for_every_model(
     runs = list((tmp_path / "out" / "toy").iterdir())
     assert len(runs) == 1
     assert (runs[0] / "summary.json").exists()
+
+
+def test_schema_1_bundle_is_read_with_a_warning(drift_bundle: DriftBundle) -> None:
+    assert read_baseline(drift_bundle.repository, "toy", None).warnings == []
+    old = drift_bundle.manifest.model_copy(update={"schema_version": 1})
+    write_manifest(drift_bundle.path, old)
+    baseline = read_baseline(drift_bundle.repository, "toy", None)
+    assert baseline.version == 1
+    assert any("training rows" in w for w in baseline.warnings)
