@@ -73,7 +73,7 @@ def build_telemetry_router(state: ServiceState) -> APIRouter:
         },
     )
     async def feedback(name: str, body: FeedbackRequest) -> Response:
-        from service.predlog import FeedbackLabel
+        from service.predlog import FeedbackLabel, PredictionLogError
 
         dataplane = state.dataplane
         dataplane.resolve(name)  # 404 unknown model, 503 not loaded
@@ -81,7 +81,15 @@ def build_telemetry_router(state: ServiceState) -> APIRouter:
         for version in dataplane.registry.served_versions(name):
             classes.update(dataplane.resolve(name, version).manifest.classes)
         labels = [FeedbackLabel(i.request_id, i.instance, str(i.label)) for i in body.labels]
-        counts = await state.telemetry.record_feedback(name, labels, sorted(classes))
+        try:
+            counts = await state.telemetry.record_feedback(name, labels, sorted(classes))
+        except PredictionLogError:
+            # The database is down: nothing was stored, the client may send the labels again.
+            raise ModelNotReady(
+                "the prediction log's database is unreachable: feedback was not stored; retry "
+                "later",
+                model=name,
+            ) from None
         if counts is None:
             raise ModelNotReady(
                 "the prediction log is off (PROBSERVE_PREDICTION_LOG_URL=none): feedback has "

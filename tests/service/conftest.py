@@ -61,7 +61,7 @@ def write_test_bundle(
 ) -> Path:
     """Write one random-weight bundle version of ``name`` and return its directory."""
     rng = np.random.default_rng(seed)
-    sample = {
+    sample: dict[str, list[float | str | None]] = {
         "x1": [0.1, None, -2.0, 3.5],
         "x2": [5.0, 4.0, None, 9.0],
         "colour": ["red", None, "purple", "blue"],

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.pg_support import running_postgres
 from tests.service.conftest import (
     TEST_CLASSES,
     InProcessService,
@@ -186,3 +187,25 @@ def test_sigterm_drains_the_log_before_exit(bundle_repository: Path, tmp_path: P
             sent += 2
     assert server.stop() == 0
     assert count_rows(tmp_path / "predictions.sqlite") == sent
+
+
+@pytest.mark.slow
+def test_feedback_while_the_database_is_down_is_a_503_and_serving_goes_on(
+    bundle_repository: Path, service_factory: ServiceFactory, tmp_path: Path
+) -> None:
+    with running_postgres() as postgres:
+        service = service_factory(
+            bundle_repository,
+            prediction_log_url=postgres.url,
+            prediction_log_spool_dir=tmp_path / "spool",
+        )
+        ok = service.post("/v1/models/toy/predict", json={"instances": [ROW]})
+        assert ok.status_code == 200
+        postgres.stop()
+        body = {"labels": [{"request_id": ok.json()["request_id"], "instance": 0, "label": "no"}]}
+        answer = service.post("/v1/models/toy/feedback", json=body)
+        assert answer.status_code == 503, answer.text
+        assert "unreachable" in answer.json()["error"]
+        # Predictions still answer: their rows wait in the spool.
+        again = service.post("/v1/models/toy/predict", json={"instances": [ROW]})
+        assert again.status_code == 200
