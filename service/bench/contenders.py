@@ -7,6 +7,7 @@ All serve the same ONNX file on loopback and are pinned to the server core by th
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,13 @@ class Contender:
     path: str
     protocol: str
     env: dict[str, str] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _uvicorn(factory: str, port: int, app_dir: Path | None = None) -> list[str]:
@@ -94,8 +102,8 @@ def _mlserver(model: str, onnx: str, port: int, folder: Path, venvs: Path) -> Co
     python = contender_python(venvs, "mlserver")
     # "Tuned": inference in the server process (no pool hop), no metrics server, no access log.
     settings = {
-        "http_port": port, "grpc_port": 0, "parallel_workers": 0, "metrics_endpoint": None,
-        "debug": False, "logging": None,
+        "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(),
+        "parallel_workers": 0, "metrics_endpoint": None, "debug": False,
     }  # fmt: skip
     (folder / "settings.json").write_text(json.dumps(settings))
     model_settings = {

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -106,13 +105,6 @@ def pick_model(repository: Path, model: str | None) -> tuple[str, int]:
     return model, versions[-1]
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _post_ok(url: str, body: bytes) -> bool:
     req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     try:
@@ -179,7 +171,7 @@ def run_benchmark(
         live: dict[str, tuple[str, str, int]] = {}  # name -> (url, protocol, pid)
         started: list[tuple[str, Server, str, bytes, str]] = []
         for server in names:
-            port = free_port()
+            port = contenders_mod.free_port()
             c = contenders_mod.build(
                 server,
                 repository=repository,
