@@ -91,7 +91,9 @@ def _command_name(args: Sequence[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; turn errors into one-line messages and exit codes (0, 1, 2)."""
     try:
-        build_app(argv)(args=argv, standalone_mode=False)
+        # Outside standalone mode click returns a command's exit code (typer.Exit(3)) instead
+        # of exiting: pass it on.
+        result = build_app(argv)(args=argv, standalone_mode=False)
     except UsageError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             err=True,
         )
         return 1
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -78,3 +78,14 @@ def test_missing_extra_is_one_line_naming_the_extra() -> None:
     assert len(lines) == 1, done.stderr
     assert "'probserve train' needs the Python package torch" in lines[0]
     assert "probserve[train]" in lines[0]
+
+
+def test_a_subcommand_exit_code_is_passed_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import typer
+
+    def exits_three() -> None:
+        raise typer.Exit(3)
+
+    # A command that ends with typer.Exit(3) (drift: "not enough rows") must exit 3, not 0.
+    monkeypatch.setattr(service.serve, "serve", exits_three)
+    assert main(["serve"]) == 3
