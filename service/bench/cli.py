@@ -73,6 +73,7 @@ def bench(
         results.parent.mkdir(parents=True, exist_ok=True)
         results.write_text(markdown(report, rounds=rounds, seconds=seconds, extra_versions=extra))
     if output is not None:
-        output.write_bytes(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))
+        options = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS  # ceiling keys are row counts
+        output.write_bytes(orjson.dumps(report.to_dict(), option=options))
     if any(r.errors for r in report.rows):
         raise UsageError("some requests failed: see the errors column")

@@ -78,9 +78,12 @@ def machine_lines(extra_versions: Mapping[str, str]) -> list[str]:
         except PackageNotFoundError:
             versions[package] = "not installed"
     versions.update(extra_versions)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return [
         f"- nproc {os.cpu_count()}, CPU {_cpu_model()}, {platform.system()} {platform.release()}",
         f"- Python {platform.python_version()}; wrk: {_wrk_version()}",
+        # Other work on the machine skews every figure; the load average says how much there was.
+        f"- load average (1, 5, 15 min) when written: {load}",
         "- packages: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
     ]
 
@@ -103,7 +106,7 @@ def markdown(
             "server's process tree after the last round",
             "- probserve: intervals, prediction sets and validation on, metrics on, SQLite "
             "prediction log in a temporary directory; probserve-lean: metrics and log off",
-            f"- start-up to first answer: {ready}",
+            f"- start-up to first answer (all started at once on one core): {ready}",
             "",
             "## Results",
             *table_lines(report),
