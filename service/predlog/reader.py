@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import psycopg
+from numpy.typing import NDArray
 
 from service.bundle.manifest import REFERENCE_PROBABILITY_PREFIX
 from service.predlog.postgres_store import describe
@@ -135,18 +136,24 @@ def read_window(
         assert location.dsn is not None
         sql, args = _query("%s", version, since, until, last)
         chunks = _chunks_postgres(location.dsn, sql, [model, *args])
-    base: list[list[Any]] = [[] for _ in BASE_COLUMNS]
-    features: list[dict[str, Any]] = []
-    probabilities: list[dict[str, Any]] = []
-    truth: list[Any] = []
+    # One chunk at a time becomes columns, so the decoded JSON of only one chunk is alive at
+    # once: a 1M-row window held 1M dicts per JSON column before (4.7 GiB in make bench-drift).
+    frames: list[pd.DataFrame] = []
     for chunk in chunks:
         columns = list(zip(*chunk, strict=True))
-        for i in range(len(BASE_COLUMNS)):
-            base[i].extend(columns[i + 1])
-        features.extend(_decode(columns[-3]))
-        probabilities.extend(_decode(columns[-2]))
-        truth.extend(columns[-1])
-    return _frame(base, features, probabilities, truth, feature_types)
+        base = [list(columns[i + 1]) for i in range(len(BASE_COLUMNS))]
+        frames.append(
+            _frame(
+                base,
+                _decode(columns[-3]),
+                _decode(columns[-2]),
+                list(columns[-1]),
+                feature_types,
+            )
+        )
+    if not frames:
+        return _frame([[] for _ in BASE_COLUMNS], [], [], [], feature_types)
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def _frame(
@@ -171,9 +178,7 @@ def _frame(
         values = [row.get(name) for row in features]
         kind = feature_types[name] if feature_types is not None else _infer(values)
         if kind == "numeric":
-            data[name] = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").astype(
-                np.float64
-            )
+            data[name] = _numeric(values)
         else:
             data[name] = pd.Series([None if v is None else str(v) for v in values], dtype=object)
     for label in _keys(probabilities):
@@ -182,6 +187,15 @@ def _frame(
         )
     data[TRUE_LABEL] = pd.Series(truth, dtype=object)
     return pd.DataFrame(data)
+
+
+def _numeric(values: list[Any]) -> NDArray[np.float64] | pd.Series:
+    """Numbers (None -> NaN) as float64; anything else a number cannot be also becomes NaN."""
+    try:
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    except (TypeError, ValueError):  # a value that is not a number: coerce it to NaN
+        series = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
+        return series.astype(np.float64)
 
 
 def _keys(rows: list[dict[str, Any]]) -> list[str]:
