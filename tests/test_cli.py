@@ -89,3 +89,15 @@ def test_a_subcommand_exit_code_is_passed_on(monkeypatch: pytest.MonkeyPatch) ->
     # A command that ends with typer.Exit(3) (drift: "not enough rows") must exit 3, not 0.
     monkeypatch.setattr(service.serve, "serve", exits_three)
     assert main(["serve"]) == 3
+
+
+def test_serving_imports_no_pandas_scipy_stats_or_psycopg() -> None:
+    # Memory of the serving process (issue 15: <= 200 MiB): the app, its telemetry and the
+    # SQLite prediction log need none of these; the drift job and PostgreSQL pay for them.
+    done = _run_cli(
+        "import sys\n"
+        "import service.http.app, service.telemetry.build, service.predlog\n"
+        "names = ('pandas', 'scipy.stats', 'psycopg', 'pyarrow', 'torch')\n"
+        "print('HEAVY', sorted(m for m in names if m in sys.modules))\n"
+    )
+    assert "HEAVY []" in done.stdout, done.stdout + done.stderr

@@ -81,7 +81,7 @@ def read_current(
 ) -> pd.DataFrame:
     """The window of the prediction log for one model, through service.predlog's reader."""
     try:
-        from service.predlog import read_window
+        from service.predlog.reader import read_window
     except ImportError as exc:  # the reader ships with the prediction log
         raise UsageError(
             "this installation has no prediction-log reader (service.predlog)"

@@ -4,12 +4,13 @@ docs/architecture.md, "Telemetry seam".
 """
 
 from service.predlog.errors import PredictionLogError
-from service.predlog.reader import read_window
 from service.predlog.record import FeedbackCounts, FeedbackLabel, PredictionRecord
 from service.predlog.schema import SCHEMA_VERSION
 from service.predlog.urls import LogLocation, parse_log_url
 from service.predlog.writer import PredictionLog
 
+# read_window lives in service.predlog.reader: it needs pandas, which the serving process must
+# not import just to log (about 70 MiB of RSS). The drift job imports it from there.
 __all__ = [
     "SCHEMA_VERSION",
     "FeedbackCounts",
@@ -19,5 +20,4 @@ __all__ = [
     "PredictionLogError",
     "PredictionRecord",
     "parse_log_url",
-    "read_window",
 ]

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from service.predlog.errors import PredictionLogError, StoreUnavailable
 from service.predlog.feedback import store_feedback
-from service.predlog.postgres_store import PostgresStore
 from service.predlog.record import FeedbackCounts, FeedbackLabel, PredictionRecord, record_rows
 from service.predlog.schema import Row, SchemaTooNew
 from service.predlog.spool import Spool, orphans, read_rows
@@ -52,6 +51,9 @@ def open_store(url: str) -> Store:
         assert location.path is not None
         return SqliteStore(location.path)
     assert location.dsn is not None
+    # psycopg is imported only where PostgreSQL is used (SQLite serving skips ~10 MiB of it).
+    from service.predlog.postgres_store import PostgresStore
+
     return PostgresStore(location.dsn)
 
 

@@ -22,9 +22,9 @@ from service.predlog import (
     PredictionLogError,
     PredictionRecord,
     parse_log_url,
-    read_window,
     sqlite_store,
 )
+from service.predlog.reader import read_window
 from service.predlog.record import record_rows
 from service.predlog.schema import COLUMN_NAMES, create_sqlite, insert_sql
 from service.predlog.spool import Spool

@@ -20,7 +20,8 @@ import numpy as np
 import psycopg
 import pytest
 
-from service.predlog import FeedbackLabel, PredictionLog, PredictionRecord, read_window
+from service.predlog import FeedbackLabel, PredictionLog, PredictionRecord
+from service.predlog.reader import read_window
 from tests.pg_support import PostgresServer, running_postgres
 
 pytestmark = pytest.mark.slow
