@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
 from numpy.typing import ArrayLike, NDArray
 
-from service.predlog.schema import Row
+from service.predlog.schema import COLUMN_NAMES, Row
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,3 +131,94 @@ def record_rows(record: PredictionRecord, row_key: str, first_seq: int) -> list[
             )
         )
     return out
+
+
+def records_rows(records: Sequence[PredictionRecord], row_key: str, first_seq: int) -> list[Row]:
+    """The rows of several records, keyed in order from ``first_seq``.
+
+    Consecutive records of one model version are converted as one block: the per-call numpy
+    and orjson overhead of a 1-row record was most of the log's CPU cost at batch 1, and the
+    writer thread shares a core with the event loop. Raises like :func:`record_rows`.
+    """
+    out: list[Row] = []
+    seq = first_seq
+    start = 0
+    while start < len(records):
+        first = records[start]
+        stop = start + 1
+        while stop < len(records) and _same_layout(first, records[stop]):
+            stop += 1
+        group = records[start:stop]
+        merged = group[0] if len(group) == 1 else _merge(group)
+        rows = record_rows(merged, row_key, seq)
+        if len(group) > 1:
+            rows = _restore_request_fields(rows, group)
+        out += rows
+        seq += len(rows)
+        start = stop
+    return out
+
+
+def _same_layout(a: PredictionRecord, b: PredictionRecord) -> bool:
+    return (
+        a.model == b.model
+        and a.version == b.version
+        and tuple(a.classes) == tuple(b.classes)
+        and a.features.keys() == b.features.keys()
+    )
+
+
+def _merge(group: Sequence[PredictionRecord]) -> PredictionRecord:
+    """One record holding every row of ``group`` (per-request fields fixed afterwards)."""
+    first = group[0]
+    features = {
+        name: np.concatenate([np.asarray(r.features[name]).reshape(-1) for r in group])
+        for name in first.features
+    }
+    return PredictionRecord(
+        logged_at=first.logged_at,
+        request_id=first.request_id,
+        model=first.model,
+        version=first.version,
+        protocol=first.protocol,
+        classes=first.classes,
+        features=features,
+        probabilities=np.concatenate([r.probabilities for r in group]),
+        lower=np.concatenate([r.lower for r in group]),
+        upper=np.concatenate([r.upper for r in group]),
+        prediction_sets=np.concatenate([r.prediction_sets for r in group]),
+        labels=[label for r in group for label in r.labels],
+        confidence_level=first.confidence_level,
+        latency_s=first.latency_s,
+    )
+
+
+#: Positions, in a row, of the fields that belong to a request rather than to an instance.
+_LOGGED_AT, _REQUEST_ID, _INSTANCE, _PROTOCOL, _LEVEL, _LATENCY = (
+    COLUMN_NAMES.index(name)
+    for name in (
+        "logged_at",
+        "request_id",
+        "instance",
+        "protocol",
+        "confidence_level",
+        "latency_s",
+    )
+)
+
+
+def _restore_request_fields(rows: list[Row], group: Sequence[PredictionRecord]) -> list[Row]:
+    fixed: list[Row] = []
+    i = 0
+    for record in group:
+        for instance in range(record.rows):
+            row = list(rows[i])
+            row[_LOGGED_AT] = float(record.logged_at)
+            row[_REQUEST_ID] = record.request_id
+            row[_INSTANCE] = instance
+            row[_PROTOCOL] = record.protocol
+            row[_LEVEL] = float(record.confidence_level)
+            row[_LATENCY] = float(record.latency_s)
+            fixed.append(cast(Row, tuple(row)))
+            i += 1
+    return fixed

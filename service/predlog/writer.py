@@ -18,7 +18,13 @@ from pathlib import Path
 
 from service.predlog.errors import PredictionLogError, StoreUnavailable
 from service.predlog.feedback import store_feedback
-from service.predlog.record import FeedbackCounts, FeedbackLabel, PredictionRecord, record_rows
+from service.predlog.record import (
+    FeedbackCounts,
+    FeedbackLabel,
+    PredictionRecord,
+    record_rows,
+    records_rows,
+)
 from service.predlog.schema import Row, SchemaTooNew
 from service.predlog.spool import Spool, orphans, read_rows
 from service.predlog.sqlite_store import SqliteStore
@@ -249,13 +255,17 @@ class PredictionLog:
         """Write (or spool) everything queued, one batch at a time."""
         while records := self._take():
             rows: list[Row] = []
-            for record in records:
-                try:
-                    rows += record_rows(record, self._token, self._seq)
-                except Exception:  # one malformed record must not cost the batch
-                    logger.exception("prediction log: could not convert a record; rows lost")
-                    self._on_rows("failed", record.rows)
-                self._seq += record.rows
+            try:
+                rows = records_rows(records, self._token, self._seq)
+                self._seq += len(rows)
+            except Exception:  # a malformed record: convert one by one, so it costs only itself
+                for record in records:
+                    try:
+                        rows += record_rows(record, self._token, self._seq)
+                    except Exception:
+                        logger.exception("prediction log: could not convert a record; rows lost")
+                        self._on_rows("failed", record.rows)
+                    self._seq += record.rows
             if rows:
                 self._write(rows)
             with self._done_cond:

@@ -413,3 +413,40 @@ def test_two_writers_share_one_file(tmp_path: Path) -> None:
     for log in logs:
         log.stop()
     assert count(tmp_path / "p.sqlite") == 2000
+
+
+def test_grouped_conversion_equals_one_record_at_a_time() -> None:
+    # The writer converts consecutive records of one model version as one block; every field
+    # that belongs to a request (time, id, instance, protocol, level, latency) must survive.
+    from service.predlog.record import records_rows
+
+    def record(k: int, rows: int, model: str = "m") -> PredictionRecord:
+        p = np.tile([[0.25, 0.75]], (rows, 1))
+        return PredictionRecord(
+            logged_at=1000.0 + k,
+            request_id=f"r{k}",
+            model=model,
+            version=1,
+            protocol="v1" if k % 2 else "v2",
+            classes=["a", "b"],
+            features={
+                "x": np.full((rows, 1), 0.1 * k, dtype=np.float32),
+                "c": np.array([["red"]] * rows, dtype=object),
+            },
+            probabilities=p,
+            lower=p - 0.1,
+            upper=p + 0.1 * k,
+            prediction_sets=np.tile([[k % 2 == 0, True]], (rows, 1)),
+            labels=["b"] * rows,
+            confidence_level=0.9 if k % 3 else 0.95,
+            latency_s=0.001 * k,
+        )
+
+    records = [record(0, 1), record(1, 3), record(2, 1, model="other"), record(3, 2)]
+    one_by_one = []
+    seq = 7
+    for r in records:
+        one_by_one += record_rows(r, "key", seq)
+        seq += r.rows
+    assert records_rows(records, "key", 7) == one_by_one
+    assert [row[2:4] for row in one_by_one[:4]] == [("r0", 0), ("r1", 0), ("r1", 1), ("r1", 2)]
