@@ -33,9 +33,7 @@ from numpy.typing import NDArray
 from service.bundle.columns import MISSING_CATEGORY
 from service.codecs.text import check_text
 from service.errors import InvalidInput
-
-MIN_CONFIDENCE_LEVEL = 0.5
-MAX_CONFIDENCE_LEVEL = 0.999
+from service.uncertainty.levels import MAX_CONFIDENCE_LEVEL, MIN_CONFIDENCE_LEVEL
 
 NUMERIC_EXPECTED = "a finite number or null"
 CATEGORICAL_EXPECTED = "a string, an integer or null"
@@ -188,7 +186,7 @@ def categorical_column(
 
 
 def confidence_level(value: Any, field: str) -> float:
-    """Validate a requested confidence level: a number in [0.5, 0.999]."""
+    """Validate a requested confidence level: a number in [MIN, MAX]_CONFIDENCE_LEVEL."""
     t = type(value)
     if (t is float or t is int) and MIN_CONFIDENCE_LEVEL <= value <= MAX_CONFIDENCE_LEVEL:
         return float(value)

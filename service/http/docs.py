@@ -13,6 +13,7 @@ from typing import Any
 from service.bundle import Manifest
 from service.codecs.examples import infer_example, predict_example
 from service.codecs.v2 import NUMERIC_DATATYPES
+from service.uncertainty.levels import MAX_CONFIDENCE_LEVEL, MIN_CONFIDENCE_LEVEL
 
 _VALUE = {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "integer"}, {"type": "null"}]}
 
@@ -30,8 +31,8 @@ PREDICT_REQUEST_SCHEMA: dict[str, Any] = {
         },
         "confidence_level": {
             "type": "number",
-            "minimum": 0.5,
-            "maximum": 0.999,
+            "minimum": MIN_CONFIDENCE_LEVEL,
+            "maximum": MAX_CONFIDENCE_LEVEL,
             "description": "Level of the intervals and prediction sets (default from settings).",
         },
     },
@@ -66,7 +67,11 @@ INFER_REQUEST_SCHEMA: dict[str, Any] = {
         "parameters": {
             "type": "object",
             "properties": {
-                "confidence_level": {"type": "number", "minimum": 0.5, "maximum": 0.999}
+                "confidence_level": {
+                    "type": "number",
+                    "minimum": MIN_CONFIDENCE_LEVEL,
+                    "maximum": MAX_CONFIDENCE_LEVEL,
+                }
             },
         },
     },
