@@ -46,7 +46,8 @@ def logit_intervals(
     The bounds are widened where needed to contain the ensemble mean probability, so a reported
     probability never falls outside its own interval.
     """
-    p = np.clip(np.asarray(member_probabilities, dtype=np.float64), _EPS, 1.0 - _EPS)
+    raw = np.asarray(member_probabilities, dtype=np.float64)
+    p = np.clip(raw, _EPS, 1.0 - _EPS)
     members = p.shape[1]
     logits = np.log(p) - np.log1p(-p)
     centre = logits.mean(axis=1)
@@ -55,7 +56,9 @@ def logit_intervals(
     # tanh saturates to exactly 0 or 1 in float64 for wide intervals; keep the bounds inside.
     lower = np.clip(_sigmoid(centre - half), _EPS, 1.0 - _EPS)
     upper = np.clip(_sigmoid(centre + half), _EPS, 1.0 - _EPS)
-    mean = p.mean(axis=1)
+    # Contain the probability as reported (the mean of the unclipped members): a class below
+    # the clip (1e-8, say) would otherwise sit outside its own interval [1e-7, ...].
+    mean = raw.mean(axis=1)
     return np.minimum(lower, mean), np.maximum(upper, mean)
 
 

@@ -147,3 +147,14 @@ def test_conformal_threshold_is_infinite_exactly_when_the_rank_exceeds_n(
 ) -> None:
     scores = [round(0.1 * (i + 1), 1) for i in range(n)]
     assert conformal_threshold(scores, 0.9) == expected
+
+
+def test_a_probability_below_the_logit_clip_stays_inside_its_interval() -> None:
+    # Seen on the demo model after sharper calibration: p(benign) = 1.03e-8 was reported with
+    # the interval [1e-7, 1e-7], because containment used the clipped members' mean.
+    members = np.array([[[1e-8, 1 - 1e-8], [2e-8, 1 - 2e-8], [3e-8, 1 - 3e-8]]])
+    p = ensemble_mean(members)
+    lower, upper = logit_intervals(members, 0.95)
+    assert p[0, 0] == pytest.approx(2e-8)
+    assert lower[0, 0] <= p[0, 0] <= upper[0, 0]
+    assert lower[0, 1] <= p[0, 1] <= upper[0, 1]
