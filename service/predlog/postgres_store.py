@@ -14,12 +14,10 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from service.predlog.errors import PredictionLogError, StoreUnavailable
 from service.predlog.schema import (
-    SCHEMA_VERSION,
     Row,
-    check_not_newer,
     feedback_upsert_sql,
     insert_sql,
-    migration,
+    migrate,
 )
 from service.predlog.store import Key
 
@@ -87,18 +85,7 @@ class PostgresStore:
     def _migrate(self) -> None:
         with self._connection() as connection, connection.transaction():
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
-            )
-            found = connection.execute("SELECT max(version) FROM schema_version").fetchone()
-            current = int(found[0]) if found and found[0] is not None else 0
-            check_not_newer(current)
-            for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in migration(version, "postgresql"):
-                    connection.execute(statement.encode())
-            if current < SCHEMA_VERSION:
-                connection.execute("DELETE FROM schema_version")
-                connection.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
+            migrate(lambda sql, args: connection.execute(sql.encode(), args), "postgresql")
 
     def _connection(self) -> AbstractContextManager[psycopg.Connection[tuple[Any, ...]]]:
         if self._pool is None:

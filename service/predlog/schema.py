@@ -22,7 +22,8 @@ Tables (docs/architecture.md, "Telemetry seam"):
 from __future__ import annotations
 
 import sqlite3
-from typing import Final, Literal
+from collections.abc import Callable
+from typing import Any, Final, Literal, Protocol
 
 SCHEMA_VERSION: Final = 1
 
@@ -121,24 +122,37 @@ def create_sqlite(connection: sqlite3.Connection) -> int:
     try:
         connection.execute("BEGIN IMMEDIATE")
         try:
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
-            )
-            found = connection.execute("SELECT max(version) FROM schema_version").fetchone()
-            current = int(found[0]) if found and found[0] is not None else 0
-            check_not_newer(current)
-            for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in migration(version, "sqlite"):
-                    connection.execute(statement)
-            if current < SCHEMA_VERSION:
-                connection.execute("DELETE FROM schema_version")
-                connection.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            current = migrate(lambda sql, args: connection.execute(sql, args), "sqlite")
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
             raise
     finally:
         connection.isolation_level = previous_isolation
+    return current
+
+
+class _Cursor(Protocol):
+    def fetchone(self) -> Any: ...
+
+
+def migrate(execute: Callable[[str, tuple[object, ...]], _Cursor], dialect: Dialect) -> int:
+    """Create or migrate the layout inside the caller's transaction; the version it found.
+
+    ``execute(sql, args)`` runs one statement on the caller's connection (sqlite3 or psycopg),
+    so both stores share the one migration procedure.
+    """
+    mark = "?" if dialect == "sqlite" else "%s"
+    execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", ())
+    found = execute("SELECT max(version) FROM schema_version", ()).fetchone()
+    current = int(found[0]) if found and found[0] is not None else 0
+    check_not_newer(current)
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        for statement in migration(version, dialect):
+            execute(statement, ())
+    if current < SCHEMA_VERSION:
+        execute("DELETE FROM schema_version", ())
+        execute(f"INSERT INTO schema_version VALUES ({mark})", (SCHEMA_VERSION,))
     return current
 
 
