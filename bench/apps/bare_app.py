@@ -3,8 +3,8 @@
 Standalone on purpose (onnxruntime, numpy and orjson only): it is what the lightest possible
 Python server does per request, so `probserve bench` can say how far above that floor we are.
 Run with ``uvicorn --app-dir bench/apps --factory bare_app:create_app`` and
-``PROBSERVE_BENCH_ONNX=<model.onnx>``. Body: ``{"instances": [{feature: value, ...}, ...]}``;
-answer: ``{"predictions": [[p_class0, p_class1, ...], ...]}`` (mean over ensemble members).
+``PROBSERVE_BENCH_ONNX=<model.onnx>`` (``PROBSERVE_BENCH_PROVIDERS=cuda``: on a GPU).
+Body: ``{"instances": [{feature: value, ...}, ...]}``; answer: ``{"predictions": [[p_class0, p_class1, ...], ...]}`` (mean over ensemble members).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _JSON = [(b"content-type", b"application/json")]
+_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
 def _columns(inputs: list[tuple[str, bool]], rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -43,9 +44,12 @@ def create_app() -> App:
     """The app for the ONNX file named by ``PROBSERVE_BENCH_ONNX``."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
+    provider = _PROVIDERS[os.environ.get("PROBSERVE_BENCH_PROVIDERS", "cpu")]
     session = ort.InferenceSession(
-        os.environ["PROBSERVE_BENCH_ONNX"], options, providers=["CPUExecutionProvider"]
+        os.environ["PROBSERVE_BENCH_ONNX"], options, providers=[provider]
     )
+    if session.get_providers()[0] != provider:  # onnxruntime falls back to CPU silently
+        raise RuntimeError(f"{provider} did not start: {session.get_providers()}")
     inputs = [(i.name, i.type == "tensor(float)") for i in session.get_inputs()]
     first_output = [session.get_outputs()[0].name]
 

@@ -9,15 +9,23 @@ import onnxruntime as ort
 
 from service.bundle import MODEL_FILE, graph_columns, read_manifest
 from service.codecs.examples import example_rows
+from service.runtime.providers import resolve_providers, session_provider_arguments
 
 
-def ceiling_rows_per_s(bundle: Path, batch: int, seconds: float = 1.0) -> float:
-    """Rows per second of ``InferenceSession.run`` at ``batch`` rows, one intra-op thread."""
+def ceiling_rows_per_s(
+    bundle: Path, batch: int, seconds: float = 1.0, providers: str = "cpu"
+) -> float:
+    """Rows per second of ``InferenceSession.run`` at ``batch`` rows, one intra-op thread.
+
+    On CUDA each call includes the copies to and from the device, as a served request pays them.
+    """
     manifest = read_manifest(bundle)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(
-        str(bundle / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+        str(bundle / MODEL_FILE),
+        options,
+        **session_provider_arguments(resolve_providers(providers)),
     )
     rows = example_rows(manifest, batch)
     columns = graph_columns(manifest.features, {f: [r[f] for r in rows] for f in rows[0]})

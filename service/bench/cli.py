@@ -28,6 +28,30 @@ def parse_contenders(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def parse_delays(text: str) -> list[int]:
+    """Comma-separated batching delays in microseconds (0 to 1,000,000); empty: none."""
+    delays = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if not part.isdigit() or int(part) > 1_000_000:
+            raise UsageError(f"--delays-us takes microseconds from 0 to 1000000, got {part!r}")
+        delays.append(int(part))
+    return list(dict.fromkeys(delays))
+
+
+def with_delay_variants(names: list[str], delays: list[int], providers: str) -> list[str]:
+    """The contenders to start: ``names`` plus probserve once per swept delay; checks providers."""
+    if providers not in ("cpu", "cuda"):
+        raise UsageError(f"--providers takes cpu or cuda, got {providers!r}")
+    if providers == "cuda":
+        cpu_only = [n for n in names if n not in contenders.CUDA_CAPABLE]
+        if cpu_only:
+            raise UsageError(
+                f"{', '.join(cpu_only)} run on CPU only in this benchmark: leave them out with "
+                "--providers cuda"
+            )
+    return names + [contenders.delay_variant(d) for d in delays]
+
+
 def bench(
     model_repository: Annotated[
         Path, typer.Option(envvar="PROBSERVE_MODEL_REPOSITORY", help="Model repository.")
@@ -46,6 +70,16 @@ def bench(
     ] = "1x1,1x32,64x8",
     rounds: Annotated[int, typer.Option(min=1, help="Alternating rounds per cell.")] = 3,
     seconds: Annotated[float, typer.Option(min=1, help="Seconds per cell and round.")] = 3.0,
+    providers: Annotated[
+        str, typer.Option(help="Where every contender runs the graph: cpu or cuda.")
+    ] = "cpu",
+    delays_us: Annotated[
+        str,
+        typer.Option(
+            help="Also run probserve with these batching delays (microseconds, comma-separated), "
+            "e.g. 0,250,1000,4000; each shows as probserve@<delay>us."
+        ),
+    ] = "",
     venvs: Annotated[
         Path, typer.Option(help="Where the KServe and MLServer environments live.")
     ] = Path(".bench"),
@@ -53,7 +87,7 @@ def bench(
     output: Annotated[Path | None, typer.Option(help="Also write the results as JSON.")] = None,
 ) -> None:
     """Load-test probserve against the bare ASGI floor, naive FastAPI, KServe and MLServer."""
-    names = parse_contenders(contenders_)
+    names = with_delay_variants(parse_contenders(contenders_), parse_delays(delays_us), providers)
     report = run_benchmark(
         model_repository,
         model,
@@ -62,6 +96,7 @@ def bench(
         rounds=rounds,
         seconds=seconds,
         venvs=venvs,
+        providers=providers,
     )
     extra = {
         name: installed_version(venvs / name / "bin" / "python", name)

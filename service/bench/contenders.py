@@ -24,6 +24,20 @@ EXTERNAL = ("kserve", "mlserver")
 ALL = LOCAL + EXTERNAL
 #: What `probserve bench` runs when no --contenders is given (no install needed).
 DEFAULT = ("bare", "naive", "probserve")
+#: The contenders that can run their graph on CUDA (KServe's and MLServer's models here are CPU).
+CUDA_CAPABLE = LOCAL
+
+
+def delay_variant(delay_us: int) -> str:
+    """The name of probserve (every feature on) run with another batching delay."""
+    return f"probserve@{delay_us}us"
+
+
+def _variant_delay(name: str) -> int | None:
+    base, sep, rest = name.partition("@")
+    if base != "probserve" or not sep or not rest.endswith("us") or not rest[:-2].isdigit():
+        return None
+    return int(rest[:-2])
 
 
 @dataclass
@@ -55,7 +69,14 @@ def _uvicorn(factory: str, port: int, app_dir: Path | None = None) -> list[str]:
 
 
 def _probserve(
-    name: str, repository: Path, model: str, port: int, work: Path, telemetry: bool
+    name: str,
+    repository: Path,
+    model: str,
+    port: int,
+    work: Path,
+    telemetry: bool,
+    providers: str,
+    delay_us: int | None = None,
 ) -> Contender:
     # Every feature on: intervals and sets (the body asks for a level), validation, metrics and
     # the SQLite prediction log in a throwaway directory; "lean" turns the telemetry off.
@@ -70,24 +91,45 @@ def _probserve(
         "PROBSERVE_METRICS": "true" if telemetry else "false",
         "PROBSERVE_PREDICTION_LOG_URL": log,
         "PROBSERVE_PREDICTION_LOG_SPOOL_DIR": str(work / name / "spool"),
+        "PROBSERVE_PROVIDERS": providers,
     }
+    if delay_us is not None:
+        env["PROBSERVE_MAX_QUEUE_DELAY_US"] = str(delay_us)
     return Contender(name, cmd, path, "v2" if v2 else "v1", env)
 
 
 def build(
-    name: str, *, repository: Path, model: str, bundle: Path, port: int, work: Path, venvs: Path
+    name: str,
+    *,
+    repository: Path,
+    model: str,
+    bundle: Path,
+    port: int,
+    work: Path,
+    venvs: Path,
+    providers: str = "cpu",
 ) -> Contender:
-    """The contender called ``name`` listening on ``port``; ``work`` is a scratch directory."""
+    """The contender called ``name`` listening on ``port``; ``work`` is a scratch directory.
+
+    ``providers`` ("cpu" or "cuda") is where the local contenders run the graph; ``probserve@Nus``
+    is probserve with the batching delay set to N microseconds.
+    """
     onnx = str(bundle / MODEL_FILE)
     (work / name).mkdir(parents=True, exist_ok=True)
+    if providers != "cpu" and name not in CUDA_CAPABLE and _variant_delay(name) is None:
+        raise ValueError(f"contender {name!r} runs on CPU only in this benchmark")
+    on = {"PROBSERVE_BENCH_PROVIDERS": providers}
     if name == "bare":
         cmd = _uvicorn("bare_app:create_app", port, APPS_DIR)
-        return Contender(name, cmd, "/predict", "v1", {"PROBSERVE_BENCH_ONNX": onnx})
+        return Contender(name, cmd, "/predict", "v1", {"PROBSERVE_BENCH_ONNX": onnx, **on})
     if name == "naive":
         cmd = _uvicorn("service.bench.naive_app:create_app", port)
-        return Contender(name, cmd, "/predict", "v1", {"PROBSERVE_BENCH_BUNDLE": str(bundle)})
+        return Contender(name, cmd, "/predict", "v1", {"PROBSERVE_BENCH_BUNDLE": str(bundle), **on})
     if name in ("probserve", "probserve-v2", "probserve-lean"):
-        return _probserve(name, repository, model, port, work, telemetry=name != "probserve-lean")
+        lean = name == "probserve-lean"
+        return _probserve(name, repository, model, port, work, not lean, providers)
+    if (delay_us := _variant_delay(name)) is not None:
+        return _probserve(name, repository, model, port, work, True, providers, delay_us)
     if name == "kserve":
         python = str(contender_python(venvs, "kserve"))
         script = str(APPS_DIR / "kserve_model.py")

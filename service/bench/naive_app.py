@@ -2,7 +2,7 @@
 
 This is what most teams write first; `probserve bench` reports our figures as ratios to it.
 Run with ``uvicorn --factory service.bench.naive_app:create_app`` and
-``PROBSERVE_BENCH_BUNDLE=<bundle dir>``.
+``PROBSERVE_BENCH_BUNDLE=<bundle dir>`` (``PROBSERVE_BENCH_PROVIDERS=cuda``: on a GPU).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from service.bundle import MODEL_FILE, graph_columns, read_manifest
+from service.runtime.providers import resolve_providers, session_provider_arguments
 
 
 class PredictRequest(BaseModel):
@@ -35,8 +36,9 @@ def create_app() -> FastAPI:
     manifest = read_manifest(bundle)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
+    providers = resolve_providers(os.environ.get("PROBSERVE_BENCH_PROVIDERS", "cpu"))
     session = ort.InferenceSession(
-        str(bundle / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+        str(bundle / MODEL_FILE), options, **session_provider_arguments(providers)
     )
     app = FastAPI()
 

@@ -31,9 +31,11 @@ def table_lines(report: BenchReport) -> list[str]:
         ref = report.find(REFERENCE, r.batch, r.connections)
         lines.append(_line(r, ref, report.rss_mib.get(r.server, 0.0)))
     for batch, rows in sorted(report.ceiling_rows_per_s.items()):
+        ours = [r.rows_per_s for r in report.rows if r.server == REFERENCE and r.batch == batch]
+        by_rows = _ratio(max(ours), rows) if ours else "-"
         lines.append(
-            f"| ceiling (in-process ONNX Runtime) | {batch} | - | {rows / batch:.0f} | {rows:.0f} "
-            "| - | - | 0 | - | - | - |"
+            f"| ceiling (in-process ONNX Runtime, {report.providers}) | {batch} | - "
+            f"| {rows / batch:.0f} | {rows:.0f} | - | - | 0 | - | {by_rows} | - |"
         )
     return lines
 
@@ -101,11 +103,15 @@ def markdown(
             *machine_lines(extra_versions),
             "",
             "## Method",
+            f"- graph on {report.providers.upper()} for every contender and the ceiling; the "
+            "ceiling's ratio is probserve's best rows/s at that batch size (any connection "
+            "count) over it",
             f"- every server pinned to core 0 and wrk (1 thread) to core 1; {rounds} alternating "
             f"rounds of {seconds:g} s per cell; figures are medians over rounds; RSS is the "
             "server's process tree after the last round",
             "- probserve: intervals, prediction sets and validation on, metrics on, SQLite "
-            "prediction log in a temporary directory; probserve-lean: metrics and log off",
+            "prediction log in a temporary directory; probserve-lean: metrics and log off; "
+            "probserve@Nus: probserve with the batching delay set to N microseconds",
             f"- start-up to first answer (all started at once on one core): {ready}",
             "",
             "## Results",

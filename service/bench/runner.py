@@ -62,6 +62,7 @@ class BenchReport:
 
     model: str
     version: int
+    providers: str = "cpu"
     rows: list[Row] = field(default_factory=list)
     rss_mib: dict[str, float] = field(default_factory=dict)
     ready_s: dict[str, float] = field(default_factory=dict)
@@ -157,12 +158,16 @@ def run_benchmark(
     seconds: float,
     venvs: Path,
     warmup_s: float = 1.0,
+    providers: str = "cpu",
 ) -> BenchReport:
-    """Start every contender, drive each cell ``rounds`` times in alternation, then the ceiling."""
+    """Start every contender, drive each cell ``rounds`` times in alternation, then the ceiling.
+
+    ``providers`` ("cpu" or "cuda") is where every contender and the ceiling run the graph.
+    """
     name, version = pick_model(repository, model)
     bundle = bundle_path(repository, name, version)
     manifest = read_manifest(bundle)
-    report = BenchReport(model=name, version=version)
+    report = BenchReport(model=name, version=version, providers=providers)
     bodies = {"v1": native_body, "v2": v2_body}
     results: dict[tuple[str, Cell], list[LoadResult]] = {}
     with tempfile.TemporaryDirectory(prefix="probserve-bench-") as tmp, ExitStack() as stack:
@@ -180,6 +185,7 @@ def run_benchmark(
                 port=port,
                 work=work,
                 venvs=venvs,
+                providers=providers,
             )
             url = f"http://127.0.0.1:{port}{c.path}"
             proc = Server(c.command, {**env_base, **c.env}, work / server / "server.log")
@@ -206,7 +212,9 @@ def run_benchmark(
     for (server, cell), runs in results.items():
         report.rows.append(_row(server, cell, runs))
     for batch in sorted({c.batch for c in cells}):
-        report.ceiling_rows_per_s[batch] = ceiling_rows_per_s(bundle, batch, seconds=seconds / 2)
+        report.ceiling_rows_per_s[batch] = ceiling_rows_per_s(
+            bundle, batch, seconds=seconds / 2, providers=providers
+        )
     return report
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from service.bench.cli import parse_contenders
+from service.bench import contenders
+from service.bench.cli import parse_contenders, parse_delays, with_delay_variants
 from service.bench.results import HEADER, markdown, table_lines
 from service.bench.runner import BenchReport, Cell, Row, parse_cells, run_benchmark
 from service.errors import UsageError
@@ -31,6 +32,46 @@ def test_contenders_parse_and_external_ones_are_opt_in() -> None:
         parse_contenders("bare,torchserve")
 
 
+def test_delay_sweep_adds_probserve_variants_and_cuda_refuses_cpu_only_servers() -> None:
+    assert parse_delays("0, 250,1000,250") == [0, 250, 1000]
+    assert parse_delays("") == []
+    for bad in ("-1", "1.5", "x", "1000001"):
+        with pytest.raises(UsageError, match="--delays-us"):
+            parse_delays(bad)
+    names = with_delay_variants(["bare", "probserve"], [0, 4000], "cuda")
+    assert names == ["bare", "probserve", "probserve@0us", "probserve@4000us"]
+    with pytest.raises(UsageError, match=r"kserve run on CPU only"):
+        with_delay_variants(["probserve", "kserve"], [], "cuda")
+    with pytest.raises(UsageError, match="--providers"):
+        with_delay_variants(["probserve"], [], "tpu")
+
+
+def test_variants_and_providers_reach_the_servers_environment(tmp_path: Path) -> None:
+    common = {
+        "repository": tmp_path,
+        "model": "m",
+        "bundle": tmp_path / "m" / "1",
+        "port": 1,
+        "work": tmp_path,
+        "venvs": tmp_path,
+    }
+    variant = contenders.build("probserve@250us", providers="cuda", **common)  # type: ignore[arg-type]
+    assert variant.env["PROBSERVE_MAX_QUEUE_DELAY_US"] == "250"
+    assert variant.env["PROBSERVE_PROVIDERS"] == "cuda"
+    assert variant.path == "/v1/models/m/predict"
+    default = contenders.build("probserve", **common)  # type: ignore[arg-type]
+    assert "PROBSERVE_MAX_QUEUE_DELAY_US" not in default.env  # the settings' default delay
+    assert default.env["PROBSERVE_PROVIDERS"] == "cpu"
+    assert (
+        contenders.build("bare", providers="cuda", **common).env[  # type: ignore[arg-type]
+            "PROBSERVE_BENCH_PROVIDERS"
+        ]
+        == "cuda"
+    )
+    with pytest.raises(ValueError, match="unknown contender"):
+        contenders.build("probserve@fastus", **common)  # type: ignore[arg-type]
+
+
 def test_ratios_are_probserve_over_each_contender() -> None:
     # Hand-computed: probserve 300 rows/s at p50 0.6 ms, bare 200 rows/s at p50 0.4 ms.
     report = BenchReport(model="m", version=1, rss_mib={"probserve": 150.0, "bare": 50.0})
@@ -43,7 +84,11 @@ def test_ratios_are_probserve_over_each_contender() -> None:
     assert lines[0] == HEADER
     assert "| bare | 1 | 1 | 200 | 200 | 0.40 | 0.80 | 0 | 50 | 1.50 | 1.50 |" in lines
     assert "| probserve | 1 | 1 | 300 | 300 | 0.60 | 1.00 | 0 | 150 | 1.00 | 1.00 |" in lines
-    assert lines[-1].startswith("| ceiling (in-process ONNX Runtime) | 1 | - | 1000 | 1000 |")
+    # The ceiling's ratio: probserve's 300 rows/s over the in-process 1000 rows/s.
+    assert lines[-1] == (
+        "| ceiling (in-process ONNX Runtime, cpu) | 1 | - | 1000 | 1000 "
+        "| - | - | 0 | - | 0.30 | - |"
+    )
 
 
 @pytest.mark.slow
