@@ -46,6 +46,14 @@ def serve(
     max_batch_size: Annotated[
         int | None, _opt("Rows per batched ONNX call (default 256).", "MAX_BATCH_SIZE")
     ] = None,
+    inline_max_us: Annotated[
+        int | None,
+        _opt(
+            "Idle fast path: run small requests of models this fast (us) on the event loop "
+            "(default 500; 0 off).",
+            "INLINE_MAX_US",
+        ),
+    ] = None,
     max_queued_rows: Annotated[
         int | None,
         _opt("Rows one model's queue holds before 503s (default 65536).", "MAX_QUEUED_ROWS"),

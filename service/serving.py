@@ -86,6 +86,7 @@ class ServedVersion:
         max_queued_rows: int | None = None,
         max_queue_wait_s: float | None = None,
         batch_observers: Sequence[BatchObserver] = (),
+        inline_max_us: int = 0,
     ) -> ServedVersion:
         """Precompute the arrays from the manifest and build the version's batcher."""
         manifest = model.manifest
@@ -101,6 +102,7 @@ class ServedVersion:
             observers=batch_observers,
             max_queued_rows=max_queued_rows,
             deadline_s=max_queue_wait_s,
+            inline_max_s=inline_max_us / 1e6,
         )
         return cls(model, batcher, labels, scores)
 
@@ -124,6 +126,7 @@ class VersionLoader:
     max_queued_rows: int | None = None  # None: unbounded
     max_queue_wait_s: float | None = None  # None: no deadline
     batch_observers: Sequence[BatchObserver] = field(default=())
+    inline_max_us: int = 0  # 0: the idle fast path is off
 
     def __call__(self, path: Path, name: str, version: int) -> ModelHandle:
         """Load, verify and warm up one version (blocking: the registry runs it in a thread)."""
@@ -141,6 +144,7 @@ class VersionLoader:
             max_queued_rows=self.max_queued_rows,
             max_queue_wait_s=self.max_queue_wait_s,
             batch_observers=self.batch_observers,
+            inline_max_us=self.inline_max_us,
         )
         return ModelHandle(
             loaded.name, loaded.version, loaded.manifest, loaded.provider, runtime=runtime

@@ -70,6 +70,18 @@ class Settings(BaseSettings):
         ),
     )
     max_batch_size: int = Field(default=256, ge=1, le=65536, description="Rows per ONNX call.")
+    # The idle fast path (docs/architecture.md, "Request path"): a lone small request skips the
+    # hop to the worker thread and back, about a third of a lone request's time on the demo model.
+    # The bound keeps a slow model off the event loop; measured per model version as it serves.
+    inline_max_us: int = Field(
+        default=500,
+        ge=0,
+        le=100_000,
+        description=(
+            "A small request that finds its model idle runs on the event loop when the model's "
+            "last small batch took at most this many microseconds (0: always the worker thread)."
+        ),
+    )
     # Load shedding (Triton's max_queue_size and default_timeout_microseconds): past the bound a
     # request is refused at once with 503 + Retry-After rather than queued for nobody.
     max_queued_rows: int = Field(

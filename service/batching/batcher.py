@@ -29,6 +29,15 @@ cancelled there; a request whose run has started is always answered.
 
 The delay's effective resolution is the event loop's timer resolution (about 1 ms with epoll or
 libuv): a delay below that still batches, but waits up to about a millisecond.
+
+The idle fast path (``inline_max_s``, off by default): a small request (at most
+:data:`INLINE_MAX_ROWS` rows) that finds this version idle (nothing queued, nothing running) runs
+right on the event loop, skipping the hand-off to the worker thread and back, which is most of
+what a lone request waits for on a small CPU graph. It is taken only while the last small batch
+measured (run and derive) took at most ``inline_max_s``, so a model too slow to run on the loop
+never blocks it for long: one slow inline run sends the next requests back to the worker thread,
+where every small batch is measured again. Under load the version is rarely idle, so concurrent
+requests still batch in the worker thread (docs/architecture.md, "Request path").
 """
 
 from __future__ import annotations
@@ -62,6 +71,10 @@ from service.batching.records import (
 from service.errors import DeadlineExceeded, Overloaded
 
 logger = logging.getLogger(__name__)
+
+#: The largest request the idle fast path runs on the event loop; larger ones always go to the
+#: worker thread, since their run time grows with the rows and would hold up other connections.
+INLINE_MAX_ROWS = 16
 
 
 class _QueuedJob(Generic[D]):
@@ -103,6 +116,8 @@ class _Ran(Generic[D]):
     derived: dict[float, D | Exception]
     started: float
     finished: float
+    #: When the derived values were ready: ``derived_at - started`` is the batch's whole cost.
+    derived_at: float
 
 
 class DynamicBatcher(Generic[D]):
@@ -122,12 +137,14 @@ class DynamicBatcher(Generic[D]):
         deadline_s: float | None = None,
         retry_after_s: int = 1,
         shed_observers: Sequence[ShedObserver] = (),
+        inline_max_s: float = 0.0,
     ) -> None:
         """``run`` maps columns to [rows, K, C]; observers get a :class:`BatchStats` per call.
 
         ``max_queued_rows`` (None: unbounded) and ``deadline_s`` (None: none) turn on load
         shedding; refused requests carry ``retry_after_s``; ``shed_observers`` get a
-        :class:`ShedStats` for every request shed.
+        :class:`ShedStats` for every request shed. ``inline_max_s`` > 0 turns on the idle fast
+        path for models whose small batches take at most that long.
         """
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -139,6 +156,8 @@ class DynamicBatcher(Generic[D]):
             raise ValueError(f"deadline_s must be > 0 or None, got {deadline_s}")
         if retry_after_s < 0:
             raise ValueError(f"retry_after_s must be >= 0, got {retry_after_s}")
+        if not inline_max_s >= 0:
+            raise ValueError(f"inline_max_s must be >= 0, got {inline_max_s}")
         self._run = run
         self._derive = derive
         self.max_batch_size = max_batch_size
@@ -169,6 +188,9 @@ class DynamicBatcher(Generic[D]):
         self._expiry: asyncio.TimerHandle | None = None
         self._closed = False
         self._in_flight = 0
+        self.inline_max_s = inline_max_s
+        # Unknown until a small batch ran in the worker thread: the first never runs inline.
+        self._small_cost_s = float("inf")
 
     @property
     def batching(self) -> bool:
@@ -197,6 +219,15 @@ class DynamicBatcher(Generic[D]):
             # A request that resolved this version just before a swap still runs on it (the
             # session lives as long as someone holds the model), without shedding.
             return await self._run_alone(batch, level)
+        if (
+            self.inline_max_s > 0
+            and batch.rows <= INLINE_MAX_ROWS
+            and self._small_cost_s <= self.inline_max_s
+            and not self._in_flight
+            and not self._pending
+            and not self._alone_rows
+        ):
+            return self._run_inline(batch, level)
         limit = self.max_queued_rows
         if limit is not None:
             queued = self._pending_rows + self._alone_rows
@@ -271,7 +302,11 @@ class DynamicBatcher(Generic[D]):
                     derived[level] = self._derive(out, level)
                 except Exception as exc:  # fails only the requests that asked for this level
                     derived[level] = exc
-        return _Ran(out, derived, started, finished)
+        ran = _Ran(out, derived, started, finished, time.perf_counter())
+        if expected <= INLINE_MAX_ROWS:
+            # A plain store read by the event loop: the last small batch's cost, wherever it ran.
+            self._small_cost_s = ran.derived_at - ran.started
+        return ran
 
     def _run_each(self, items: Sequence[_Pending[D]]) -> list[_Ran[D] | Exception]:
         """Each request of a failed batch on its own, in one trip to the worker thread."""
@@ -285,6 +320,20 @@ class DynamicBatcher(Generic[D]):
         return outcomes
 
     # -- the event loop side -------------------------------------------------------------------
+
+    def _run_inline(self, batch: RowBatch, level: float | None) -> BatchOutput[D]:
+        """The idle fast path: run and derive right here, on the event loop."""
+        levels = set() if level is None else {level}
+        try:
+            ran = self._run_batch((batch,), levels)
+        except Exception:
+            self._notify(batch.rows, 1, 0.0, 0.0, failed=True)
+            raise
+        self._notify(batch.rows, 1, 0.0, ran.finished - ran.started, failed=False)
+        derived = None if level is None else ran.derived.get(level)
+        if isinstance(derived, Exception):
+            raise derived
+        return BatchOutput(ran.output, 0.0, ran.finished - ran.started, batch.rows, derived)
 
     async def _run_alone(self, batch: RowBatch, level: float | None) -> BatchOutput[D]:
         enqueued = time.perf_counter()

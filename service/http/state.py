@@ -51,6 +51,7 @@ class ServiceState:
             max_queued_rows=s.max_queued_rows,
             max_queue_wait_s=s.max_queue_wait_s or None,
             batch_observers=(self.telemetry.batch_ran,),
+            inline_max_us=s.inline_max_us,
         )
         registry = ModelRegistry(
             s.model_repository,
