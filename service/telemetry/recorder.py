@@ -7,13 +7,14 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service.batching import BatchStats
 from service.telemetry.events import PredictionServed, RequestDone, Telemetry
-from service.telemetry.metrics import ServiceMetrics
+from service.telemetry.metrics import ServiceMetrics, observe_many
 from service.types import ModelHandle
 
 if TYPE_CHECKING:
@@ -42,6 +43,10 @@ class ServiceTelemetry(Telemetry):
         self._versions: dict[int, str] = {}
         #: (model, version) -> the model_info label values it was published with.
         self._served: dict[tuple[str, int], tuple[str, str, str, str]] = {}
+        # Labelled children, looked up once: ``labels()`` takes a lock and builds a key on every
+        # call, which was a visible share of a small request's CPU. Label sets are bounded.
+        self._request_series: dict[tuple[str, int | None, str, str, int], Any] = {}
+        self._model_series: dict[tuple[str, int], _ModelSeries] = {}
 
     def _version(self, version: int | None) -> str:
         if version is None:
@@ -64,13 +69,19 @@ class ServiceTelemetry(Telemetry):
         if m is None:
             return
         m.in_flight.dec()
-        m.request_duration.labels(
-            done.model,
-            self._version(done.version),
-            done.protocol,
-            done.endpoint,
-            _CODE_CLASS.get(done.status, "other"),
-        ).observe(done.seconds)
+        key = (done.model, done.version, done.protocol, done.endpoint, done.status)
+        series = self._request_series.get(key)
+        if series is None:
+            series = m.request_duration.labels(
+                done.model,
+                self._version(done.version),
+                done.protocol,
+                done.endpoint,
+                _CODE_CLASS.get(done.status, "other"),
+            )
+            if len(self._request_series) < _MAX_CACHED_SERIES:
+                self._request_series[key] = series
+        series.observe(done.seconds)
         if done.error_type is not None:
             m.errors.labels(done.model, done.error_type).inc()
 
@@ -82,26 +93,37 @@ class ServiceTelemetry(Telemetry):
         handle = result.handle
         m = self.metrics
         if m is not None:
-            version = self._version(handle.version)
-            classes = handle.manifest.classes
+            series = self._series(m, handle)
             predicted = result.probabilities.argmax(axis=1)
-            counts = np.bincount(predicted, minlength=len(classes))
-            for index in np.flatnonzero(counts):
-                m.predictions.labels(handle.name, version, classes[index]).inc(int(counts[index]))
-            rows = np.arange(len(predicted))
-            widths = (result.upper - result.lower)[rows, predicted]
-            width_hist = m.interval_width.labels(handle.name, version)
-            for width in widths.tolist():
-                width_hist.observe(width)
-            size_hist = m.set_size.labels(handle.name, version)
-            for size in result.prediction_sets.sum(axis=1).tolist():
-                size_hist.observe(size)
+            counts = np.bincount(predicted, minlength=len(series.predictions))
+            for index in np.flatnonzero(counts).tolist():
+                series.predictions[index].inc(int(counts[index]))
+            widths = np.take_along_axis(result.upper - result.lower, predicted[:, None], axis=1)
+            observe_many(series.interval_width, widths)
+            observe_many(series.set_size, result.prediction_sets.sum(axis=1))
             wait = result.timings.get("queue_wait")
             if wait is not None:
-                m.queue_wait.labels(handle.name, version).observe(wait)
+                series.queue_wait.observe(wait)
         log = self.prediction_log
         if log is not None and (self._sample_rate >= 1.0 or random.random() < self._sample_rate):
             log.enqueue(_record(served))
+
+    def _series(self, m: ServiceMetrics, handle: ModelHandle) -> _ModelSeries:
+        key = (handle.name, handle.version)
+        series = self._model_series.get(key)
+        if series is None:
+            version = self._version(handle.version)
+            series = _ModelSeries(
+                predictions=[
+                    m.predictions.labels(handle.name, version, label)
+                    for label in handle.manifest.classes
+                ],
+                interval_width=m.interval_width.labels(handle.name, version),
+                set_size=m.set_size.labels(handle.name, version),
+                queue_wait=m.queue_wait.labels(handle.name, version),
+            )
+            self._model_series[key] = series
+        return series
 
     def batch_ran(self, stats: BatchStats) -> None:
         """Inference time and rows of one ONNX call."""
@@ -136,6 +158,7 @@ class ServiceTelemetry(Telemetry):
         """Zero the version's info; the model is not ready once no version serves."""
         m = self.metrics
         labels = self._served.pop((name, version), None)
+        self._model_series.pop((name, version), None)
         if m is None or labels is None:
             return
         m.model_info.labels(*labels).set(0)
@@ -181,6 +204,20 @@ class ServiceTelemetry(Telemetry):
         """Drain the prediction log's queue before the process exits."""
         if self.prediction_log is not None:
             await asyncio.to_thread(self.prediction_log.stop)
+
+
+#: A bound on cached request-duration children (the label sets are bounded; this bounds a bug).
+_MAX_CACHED_SERIES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelSeries:
+    """One model version's labelled children of the per-prediction metrics."""
+
+    predictions: list[Any]  # by class index, in the manifest's class order
+    interval_width: Any
+    set_size: Any
+    queue_wait: Any
 
 
 def _record(served: PredictionServed) -> PredictionRecord:

@@ -167,3 +167,38 @@ def test_two_workers_add_up(two_workers: tuple[str, Path]) -> None:
         assert value(found, "probserve_predictions_total", model="toy") == sent
         assert value(found, "probserve_model_ready", model="toy") == 1
     assert np.isfinite(count)
+
+
+def test_observe_many_gives_the_samples_of_one_observe_per_value() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from service.telemetry.metrics import SET_SIZE_BUCKETS, WIDTH_BUCKETS, observe_many
+
+    # Values on bucket bounds (which belong to that bucket), between them, below the first,
+    # past the last finite one (+Inf only), repeated ones and an empty call.
+    cases = {
+        WIDTH_BUCKETS: [0.01, 0.0100001, 0.0, 0.1, 0.1, 0.35, 1.0, 1.5, 0.999],
+        SET_SIZE_BUCKETS: [0, 0, 1, 2, 6, 7, 100, 101],
+    }
+    for buckets, values in cases.items():
+        one, many = CollectorRegistry(), CollectorRegistry()
+        by_one = Histogram("h", "h", ["m"], buckets=buckets, registry=one).labels("a")
+        by_many = Histogram("h", "h", ["m"], buckets=buckets, registry=many).labels("a")
+        for v in values:
+            by_one.observe(v)
+        observe_many(by_many, np.asarray(values))
+        observe_many(by_many, np.asarray([], dtype=np.float64))
+
+        def shown(registry: CollectorRegistry) -> list[Sample]:
+            text = generate_latest(registry).decode()
+            return [x for x in samples(text) if not x.name.endswith("_created")]
+
+        assert shown(many) == shown(one)
+        if buckets is WIDTH_BUCKETS:
+            # Hand-counted: 0.0 and 0.01 in le=0.01; 0.0100001 in le=0.02; 1.5 only in +Inf.
+            found = samples(generate_latest(many).decode())
+            assert value(found, "h_bucket", le="0.01") == 2
+            assert value(found, "h_bucket", le="0.02") == 3
+            assert value(found, "h_bucket", le="1.0") == 8
+            assert value(found, "h_bucket", le="+Inf") == 9
+            assert value(found, "h_sum") == pytest.approx(sum(values))
