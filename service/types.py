@@ -29,6 +29,11 @@ class FeatureBatch:
 
     columns: dict[str, NDArray[np.generic]]
     rows: int
+    #: When the codec decoded every numeric feature as one block: their names and that block,
+    #: float32 [F, N], whose rows the numeric ``columns`` are views of. The prediction log
+    #: serialises it in one call instead of one column at a time (the native codec sets it).
+    numeric_names: tuple[str, ...] = ()
+    numeric_block: NDArray[np.float32] | None = None
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,9 @@ def decode_predict_request(
         missing = exc.args[0]
         i = next(i for i, inst in enumerate(instances) if missing not in inst)
         raise _key_mismatch(i, instances[i], names) from None
+    if numeric:
+        batch = FeatureBatch(columns, n, tuple(numeric), numeric_values)
+        return batch, level
     return FeatureBatch(columns=columns, rows=n), level
 
 

@@ -233,6 +233,11 @@ def _record(served: PredictionServed) -> PredictionRecord:
         protocol=served.protocol,
         classes=handle.manifest.classes,
         features=served.batch.columns,
+        numeric=(
+            None
+            if served.batch.numeric_block is None
+            else (served.batch.numeric_names, served.batch.numeric_block)
+        ),
         probabilities=result.probabilities,
         lower=result.lower,
         upper=result.upper,

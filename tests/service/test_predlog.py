@@ -25,7 +25,7 @@ from service.predlog import (
     sqlite_store,
 )
 from service.predlog.reader import read_window
-from service.predlog.record import record_rows
+from service.predlog.record import record_rows, records_rows
 from service.predlog.schema import COLUMN_NAMES, create_sqlite, insert_sql
 from service.predlog.spool import Spool
 from service.predlog.urls import LogLocation
@@ -418,7 +418,6 @@ def test_two_writers_share_one_file(tmp_path: Path) -> None:
 def test_grouped_conversion_equals_one_record_at_a_time() -> None:
     # The writer converts consecutive records of one model version as one block; every field
     # that belongs to a request (time, id, instance, protocol, level, latency) must survive.
-    from service.predlog.record import records_rows
 
     def record(k: int, rows: int, model: str = "m") -> PredictionRecord:
         p = np.tile([[0.25, 0.75]], (rows, 1))
@@ -450,3 +449,46 @@ def test_grouped_conversion_equals_one_record_at_a_time() -> None:
         seq += r.rows
     assert records_rows(records, "key", 7) == one_by_one
     assert [row[2:4] for row in one_by_one[:4]] == [("r0", 0), ("r1", 0), ("r1", 1), ("r1", 2)]
+
+
+def test_json_objects_escape_keys_and_keep_float32_text() -> None:
+    from service.predlog.record import _json_objects
+
+    keys = ['a"b', "{x}", "é", "{}", "back\\slash"]
+    block = np.array([[0.1, np.nan, 1e-7, -2.5, 3.0], [1.0, 2.0, 3.0, 4.0, 5.0]], np.float32)
+    first, second = _json_objects(keys, block)
+    # Written by hand: orjson's float32 text, null for NaN, keys JSON-escaped, braces literal.
+    assert first == '{"a\\"b":0.1,"{x}":null,"é":1e-7,"{}":-2.5,"back\\\\slash":3.0}'
+    assert json.loads(second) == {'a"b': 1.0, "{x}": 2.0, "é": 3.0, "{}": 4.0, "back\\slash": 5.0}
+    assert _json_objects(keys, np.zeros((0, 5), np.float32)) == []
+    assert _json_objects(["p"], np.array([[0.25], [0.5]])) == ['{"p":0.25}', '{"p":0.5}']
+
+
+def test_numeric_block_and_per_feature_columns_give_the_same_rows() -> None:
+    # The native codec hands the log its numeric block; V2 requests come as columns only.
+    rng = np.random.default_rng(3)
+    n = 5
+    x = rng.normal(size=(n, 1)).astype(np.float32)
+    y = rng.normal(size=(n, 1)).astype(np.float32)
+    y[2, 0] = np.nan
+    p = np.tile([[0.4, 0.6]], (n, 1))
+
+    def record(block: bool, categorical: bool) -> PredictionRecord:
+        features: dict[str, Any] = {"x": x, "y": y}
+        if categorical:  # between the numeric ones, as graph order may put it
+            features = {"x": x, "c": np.array([["k"]] * n, dtype=object), "y": y}
+        numeric = (("x", "y"), np.ascontiguousarray(np.hstack([x, y]).T)) if block else None
+        return PredictionRecord(
+            logged_at=1.0, request_id="r", model="m", version=1, protocol="v1",
+            classes=["a", "b"], features=features, probabilities=p, lower=p - 0.1,
+            upper=p + 0.1, prediction_sets=np.ones((n, 2), bool), labels=["b"] * n,
+            confidence_level=0.9, latency_s=0.01, numeric=numeric,
+        )  # fmt: skip
+
+    for categorical in (False, True):
+        with_block = records_rows([record(True, categorical)] * 2, "k", 0)
+        without = records_rows([record(False, categorical)] * 2, "k", 0)
+        assert with_block == without
+        features = json.loads(with_block[2][7])
+        assert list(features) == (["x", "c", "y"] if categorical else ["x", "y"])
+        assert features["y"] is None and features["x"] == pytest.approx(float(x[2, 0]))
