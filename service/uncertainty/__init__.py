@@ -1,4 +1,4 @@
-"""Uncertainty maths shared by training (reports) and serving (responses): numpy and scipy only."""
+"""Uncertainty maths shared by training (reports) and serving (responses): numpy only."""
 
 from service.uncertainty.conformal import (
     conformal_scores,

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from service.uncertainty import (
+    MAX_CONFIDENCE_LEVEL,
+    MIN_CONFIDENCE_LEVEL,
     conformal_scores,
     conformal_threshold,
     ensemble_mean,
@@ -60,6 +62,35 @@ def test_t_quantile_matches_known_values() -> None:
     assert student_t_quantile(0.90, 2) == pytest.approx(6.313752, abs=1e-5)
     with pytest.raises(ValueError, match="at least 2 members"):
         student_t_quantile(0.95, 1)
+
+
+@pytest.mark.parametrize(
+    ("level", "members", "exact"),
+    [
+        # 40-digit values from the regularised incomplete beta function (mpmath).
+        (0.999, 2, 636.619248768719051),  # 1 df: tan(0.999 * pi / 2)
+        (0.5, 3, 0.816496580927726033),  # 2 df: sqrt(2 / 3)
+        (0.95, 8, 2.36462425159278474),
+        (0.9, 9, 1.85954803753089853),
+        (0.99, 33, 2.73848148201218772),
+        (0.999, 257, 3.32893543779898742),
+    ],
+)
+def test_t_quantile_is_exact_to_double_precision(level: float, members: int, exact: float) -> None:
+    assert student_t_quantile(level, members) == pytest.approx(exact, rel=1e-12)
+
+
+def test_t_quantile_agrees_with_scipy_over_the_allowed_levels() -> None:
+    # Serving solves the quantile itself (importing scipy.special was a third of start-up);
+    # scipy's stdtrit is itself accurate to about 5e-11 relative here.
+    from scipy.special import stdtrit
+
+    levels = np.linspace(MIN_CONFIDENCE_LEVEL, MAX_CONFIDENCE_LEVEL, 25)
+    for members in [*range(2, 34), 64, 65, 128, 257, 1001]:
+        for level in levels:
+            expected = float(stdtrit(members - 1, 0.5 + level / 2.0))
+            got = student_t_quantile(float(level), members)
+            assert got == pytest.approx(expected, rel=1e-9), (level, members)
 
 
 def test_conformal_sets_reach_nominal_coverage_on_exchangeable_data() -> None:

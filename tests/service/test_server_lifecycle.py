@@ -115,3 +115,23 @@ def test_a_repository_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
         .splitlines()[-1]
         .startswith(f"error: model repository {not_a_dir} is a file")
     )
+
+
+def test_a_serving_process_maps_no_scipy_pandas_pyarrow_or_torch(live_server: LiveServer) -> None:
+    # Start-up CPU and memory (issue: <= 200 MiB, ready in under 1 s of its own time): the
+    # Student t quantile is solved in service.uncertainty, because importing scipy.special was a
+    # third of start-up. Predictions at two levels run the whole uncertainty step first; an
+    # imported package's compiled libraries then show in the process's memory map.
+    maps = Path(f"/proc/{live_server.process.pid}/maps")
+    if not maps.exists():
+        pytest.skip("needs /proc (Linux)")
+    with httpx.Client(base_url=live_server.url) as client:
+        for level in (0.95, 0.8):
+            response = client.post(
+                "/v1/models/toy/predict", json={**BODY, "confidence_level": level}
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["predictions"][0]["intervals"], response.text
+    mapped = maps.read_text()
+    heavy = sorted(p for p in ("scipy", "pandas", "pyarrow", "torch") if f"/{p}/" in mapped)
+    assert heavy == [], heavy
