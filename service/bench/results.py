@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import onnxruntime as ort
+
 from service.bench.runner import BenchReport, Row
 
 #: The contender every ratio is taken from: probserve with every feature on, native protocol.
@@ -79,6 +81,9 @@ def machine_lines(extra_versions: Mapping[str, str]) -> list[str]:
             versions[package] = version(package)
         except PackageNotFoundError:
             versions[package] = "not installed"
+    # The module that runs, not a distribution's metadata: onnxruntime-gpu installs the same
+    # module under another name, and both may be installed.
+    versions["onnxruntime"] = f"{ort.__version__} ({ort.get_device()} build)"
     versions.update(extra_versions)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return [
