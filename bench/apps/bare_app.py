@@ -4,7 +4,8 @@ Standalone on purpose (onnxruntime, numpy and orjson only): it is what the light
 Python server does per request, so `probserve bench` can say how far above that floor we are.
 Run with ``uvicorn --app-dir bench/apps --factory bare_app:create_app`` and
 ``PROBSERVE_BENCH_ONNX=<model.onnx>`` (``PROBSERVE_BENCH_PROVIDERS=cuda``: on a GPU).
-Body: ``{"instances": [{feature: value, ...}, ...]}``; answer: ``{"predictions": [[p_class0, p_class1, ...], ...]}`` (mean over ensemble members).
+Body: ``{"instances": [{feature: value, ...}, ...]}``;
+answer: ``{"predictions": [[p_class0, p_class1, ...], ...]}`` (mean over ensemble members).
 """
 
 from __future__ import annotations
