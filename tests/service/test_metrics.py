@@ -58,9 +58,11 @@ def metered(bundle_repository: Path, service_factory: ServiceFactory) -> InProce
 
 
 def test_every_metric_moves_with_traffic(metered: InProcessService) -> None:
+    # 3 and 1 rows take the row-by-row path of the per-prediction metrics, 12 rows the bulk one.
     answers = [
         metered.post("/v1/models/toy/predict", json={"instances": ROWS}),
         metered.post("/v1/models/toy/predict", json={"instances": [ROW]}),
+        metered.post("/v1/models/toy/predict", json={"instances": ROWS * 4}),
     ]
     assert all(a.status_code == 200 for a in answers)
     assert metered.post("/v1/models/toy/predict", json={"instances": []}).status_code == 400
@@ -71,9 +73,9 @@ def test_every_metric_moves_with_traffic(metered: InProcessService) -> None:
     found = samples(scrape.text)
     predictions = [p for a in answers for p in a.json()["predictions"]]
 
-    # Requests: two 2xx and one 4xx on the hot path, labelled by model and version.
+    # Requests: three 2xx and one 4xx on the hot path, labelled by model and version.
     duration = "probserve_request_duration_seconds_count"
-    assert value(found, duration, endpoint="v1_predict", code="2xx", model="toy", version="1") == 2
+    assert value(found, duration, endpoint="v1_predict", code="2xx", model="toy", version="1") == 3
     assert value(found, duration, endpoint="v1_predict", code="4xx") == 1
     assert value(found, duration, endpoint="get_model", code="2xx", protocol="v1") == 1
     assert value(found, "probserve_errors_total", model="toy", type="invalid_input") == 1
@@ -99,8 +101,8 @@ def test_every_metric_moves_with_traffic(metered: InProcessService) -> None:
 
     # Batches: one ONNX call per request here (each arrived alone), rows as sent.
     assert value(found, "probserve_batch_rows_sum", model="toy", version="1") == len(predictions)
-    assert value(found, "probserve_inference_duration_seconds_count", model="toy") >= 2
-    assert value(found, "probserve_queue_wait_seconds_count", model="toy") == 2
+    assert value(found, "probserve_inference_duration_seconds_count", model="toy") >= 3
+    assert value(found, "probserve_queue_wait_seconds_count", model="toy") == 3
 
     # Models: the good one served and ready, the corrupt one refused and not ready.
     info = [s for s in found if s.name == "probserve_model_info" and s.labels["model"] == "toy"]
