@@ -34,9 +34,10 @@ The idle fast path (``inline_max_s``, off by default): a small request (at most
 :data:`INLINE_MAX_ROWS` rows) that finds this version idle (nothing queued, nothing running) runs
 right on the event loop, skipping the hand-off to the worker thread and back, which is most of
 what a lone request waits for on a small CPU graph. It is taken only while the last small batch
-measured (run and derive) took at most ``inline_max_s``, so a model too slow to run on the loop
-never blocks it for long: one slow inline run sends the next requests back to the worker thread,
-where every small batch is measured again. Under load the version is rarely idle, so concurrent
+measured (run and derive) took at most ``inline_max_s`` (the faster of the last two, so that one
+run stretched by preemption does not count), so a model too slow to run on the loop never blocks
+it for long: two slow runs in a row send the next requests back to the worker thread, where every
+small batch is measured again. Under load the version is rarely idle, so concurrent
 requests still batch in the worker thread (docs/architecture.md, "Request path").
 """
 
@@ -190,7 +191,7 @@ class DynamicBatcher(Generic[D]):
         self._in_flight = 0
         self.inline_max_s = inline_max_s
         # Unknown until a small batch ran in the worker thread: the first never runs inline.
-        self._small_cost_s = float("inf")
+        self._small_costs_s = (float("inf"), float("inf"))
 
     @property
     def batching(self) -> bool:
@@ -222,7 +223,9 @@ class DynamicBatcher(Generic[D]):
         if (
             self.inline_max_s > 0
             and batch.rows <= INLINE_MAX_ROWS
-            and self._small_cost_s <= self.inline_max_s
+            # The faster of the last two: one run stretched by preemption on a busy machine
+            # does not evict a fast model, two slow ones in a row do.
+            and min(self._small_costs_s) <= self.inline_max_s
             and not self._in_flight
             and not self._pending
             and not self._alone_rows
@@ -304,8 +307,9 @@ class DynamicBatcher(Generic[D]):
                     derived[level] = exc
         ran = _Ran(out, derived, started, finished, time.perf_counter())
         if expected <= INLINE_MAX_ROWS:
-            # A plain store read by the event loop: the last small batch's cost, wherever it ran.
-            self._small_cost_s = ran.derived_at - ran.started
+            # One tuple store, read by the event loop: the last two small batches' costs,
+            # wherever they ran.
+            self._small_costs_s = (self._small_costs_s[1], ran.derived_at - ran.started)
         return ran
 
     def _run_each(self, items: Sequence[_Pending[D]]) -> list[_Ran[D] | Exception]:

@@ -99,17 +99,17 @@ def test_a_model_slower_than_the_budget_goes_back_to_the_worker_thread(
         b = batcher(log, 0.005)
         await b.submit(rows(1, 0))  # worker: measured fast
         log.sleep_s = 0.02
-        await b.submit(rows(1, 1))  # inline, but takes 20 ms > 5 ms
-        await b.submit(rows(1, 2))  # so this one goes to the worker (and is measured slow)
-        await b.submit(rows(1, 3))  # still slow: the worker again
+        await b.submit(rows(1, 1))  # inline, but takes 20 ms > 5 ms: costs (fast, slow)
+        await b.submit(rows(1, 2))  # the faster of the two still fits: inline, (slow, slow)
+        await b.submit(rows(1, 3))  # two slow in a row: the worker, measured slow again
         log.sleep_s = 0.0
-        await b.submit(rows(1, 4))  # worker, measured fast again
-        await b.submit(rows(1, 5))  # inline
+        await b.submit(rows(1, 4))  # still (slow, slow): the worker, measured fast
+        await b.submit(rows(1, 5))  # (slow, fast): inline
         await b.close()
 
     asyncio.run(scenario())
     where = ["loop" if t == LOOP else "worker" for t in log.threads]
-    assert where == ["worker", "loop", "worker", "worker", "worker", "loop"]
+    assert where == ["worker", "loop", "loop", "worker", "worker", "loop"]
 
 
 def test_requests_arriving_while_the_model_is_busy_batch_in_the_worker(
