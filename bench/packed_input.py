@@ -199,6 +199,8 @@ def pack(columns: Feeds, numeric: list[str], categorical: list[str], names: list
 
 def _load_app(name: str) -> ModuleType:
     """Import a standalone app from bench/apps (their codecs are what gets compared)."""
+    if str(APPS_DIR) not in sys.path:  # bare_packed_app imports bare_app's HTTP side
+        sys.path.insert(0, str(APPS_DIR))
     spec = importlib.util.spec_from_file_location(name, APPS_DIR / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -53,6 +53,13 @@ def create_app() -> App:
         raise RuntimeError(f"{provider} did not start: {session.get_providers()}")
     inputs = [(i.name, i.type == "tensor(float)") for i in session.get_inputs()]
     first_output = [session.get_outputs()[0].name]
+    return predictions_app(
+        lambda rows: session.run(first_output, _columns(inputs, rows))[0].mean(axis=1)
+    )
+
+
+def predictions_app(predict: Callable[[list[dict[str, Any]]], Any]) -> App:
+    """The ASGI app: ``{"instances": rows}`` -> ``{"predictions": predict(rows).tolist()}``."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,8 +71,7 @@ def create_app() -> App:
             body += message.get("body", b"")
             more = message.get("more_body", False)
         try:
-            rows = orjson.loads(body)["instances"]
-            probs = session.run(first_output, _columns(inputs, rows))[0].mean(axis=1)
+            probs = predict(orjson.loads(body)["instances"])
             status, answer = 200, orjson.dumps({"predictions": probs.tolist()})
         except Exception as exc:  # the floor answers 400 for any bad body, never a traceback
             status, answer = 400, orjson.dumps({"error": type(exc).__name__})

@@ -1,34 +1,29 @@
 """The HTTP floor with one numpy conversion per feature kind: bare_app.py, but the codec builds
 one float32 array of all numeric features and one string array of all categoricals per request.
 
-Standalone on purpose, like bare_app.py (onnxruntime, numpy and orjson only). Given the packed
-graph that ``bench/packed_input.py --output FILE`` writes (it names its packed columns in its
-model metadata), it feeds the two arrays as they are ([N, F] and [N, G]); given a bundle's
-per-feature graph, it feeds one [N, 1] view per feature of the same arrays (what probserve's
-codec does), so the two graphs are compared behind the same codec. Run with ``uvicorn --app-dir
-bench/apps --factory bare_packed_app:create_app`` and ``PROBSERVE_BENCH_ONNX=<model.onnx>``.
-Body and answer as in bare_app.py.
+Standalone like bare_app.py (onnxruntime, numpy and orjson only), whose HTTP side it reuses.
+Given the packed graph that ``bench/packed_input.py --output FILE`` writes (it names its packed
+columns in its model metadata), it feeds the two arrays as they are ([N, F] and [N, G]); given
+a bundle's per-feature graph, it feeds one [N, 1] view per feature of the same arrays (what
+probserve's codec does), so the two graphs are compared behind the same codec. Run with
+``uvicorn --app-dir bench/apps --factory bare_packed_app:create_app`` and
+``PROBSERVE_BENCH_ONNX=<model.onnx>``. Body and answer as in bare_app.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import orjson
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
+# bench/apps is on the path (uvicorn --app-dir, or bench/packed_input.py): the same HTTP floor.
+from bare_app import App, predictions_app
 
-_JSON = [(b"content-type", b"application/json")]
 #: Model metadata keys written by bench/packed_input.py: feature names in packed column order.
 NUMERIC_COLUMNS_KEY = "probserve.packed.numeric"
 CATEGORICAL_COLUMNS_KEY = "probserve.packed.categorical"
@@ -87,23 +82,4 @@ def create_app() -> App:
         categorical = [i.name for i in session.get_inputs() if i.type != "tensor(float)"]
         to_feeds = partial(column_views, numeric, categorical)
     first_output = [session.get_outputs()[0].name]
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return  # lifespan and websockets: nothing to do
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        try:
-            rows = orjson.loads(body)["instances"]
-            probs = session.run(first_output, to_feeds(rows))[0].mean(axis=1)
-            status, answer = 200, orjson.dumps({"predictions": probs.tolist()})
-        except Exception as exc:  # the floor answers 400 for any bad body, never a traceback
-            status, answer = 400, orjson.dumps({"error": type(exc).__name__})
-        await send({"type": "http.response.start", "status": status, "headers": _JSON})
-        await send({"type": "http.response.body", "body": answer})
-
-    return app
+    return predictions_app(lambda rows: session.run(first_output, to_feeds(rows))[0].mean(axis=1))
