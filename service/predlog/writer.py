@@ -63,6 +63,12 @@ def open_store(url: str) -> Store:
     return PostgresStore(location.dsn)
 
 
+#: Rows converted between two points where the writer lets the event loop have the GIL, and how
+#: long it steps aside there.
+CONVERT_SLICE_ROWS = 128
+YIELD_S = 0.0001
+
+
 class PredictionLog:
     """The durable prediction log of one process."""
 
@@ -256,8 +262,7 @@ class PredictionLog:
         while records := self._take():
             rows: list[Row] = []
             try:
-                rows = records_rows(records, self._token, self._seq)
-                self._seq += len(rows)
+                rows = self._convert(records)
             except Exception:  # a malformed record: convert one by one, so it costs only itself
                 for record in records:
                     try:
@@ -271,6 +276,30 @@ class PredictionLog:
             with self._done_cond:
                 self._done += len(records)
                 self._done_cond.notify_all()
+
+    def _convert(self, records: list[PredictionRecord]) -> list[Row]:
+        """All rows of ``records``, converted a slice at a time, letting the GIL go in between.
+
+        Conversion is pure Python: a long stretch of it holds the GIL, and an event loop woken
+        by a request meanwhile waits up to the interpreter's switch interval (5 ms) for it.
+        Between slices of about CONVERT_SLICE_ROWS rows the writer sleeps briefly (a real
+        sleep: ``sleep(0)`` may take the GIL straight back), with one insert for all of them.
+        """
+        rows: list[Row] = []
+        start = 0
+        while start < len(records):
+            stop, size = start, 0
+            while stop < len(records) and (
+                size == 0 or size + records[stop].rows <= CONVERT_SLICE_ROWS
+            ):
+                size += records[stop].rows
+                stop += 1
+            rows += records_rows(records[start:stop], self._token, self._seq + len(rows))
+            start = stop
+            if start < len(records):
+                time.sleep(YIELD_S)
+        self._seq += len(rows)
+        return rows
 
     def _write(self, rows: list[Row]) -> None:
         if not self._up and time.monotonic() >= self._next_retry:

@@ -492,3 +492,20 @@ def test_numeric_block_and_per_feature_columns_give_the_same_rows() -> None:
         features = json.loads(with_block[2][7])
         assert list(features) == (["x", "c", "y"] if categorical else ["x", "y"])
         assert features["y"] is None and features["x"] == pytest.approx(float(x[2, 0]))
+
+
+def test_writer_converts_in_slices_with_the_keys_of_one_conversion(tmp_path: Path) -> None:
+    from service.predlog.writer import CONVERT_SLICE_ROWS
+
+    log = PredictionLog(f"sqlite:///{tmp_path}/p.sqlite", spool_dir=tmp_path / "spool")
+    # Many 1-row records (several slices), one record bigger than a slice (a slice of its own),
+    # another model in between (a new group inside a slice), then 2-row records.
+    records = [record(i) for i in range(CONVERT_SLICE_ROWS + 5)]
+    records += [record(900, rows=CONVERT_SLICE_ROWS + 3), record(901, model="other")]
+    records += [record(1000 + i, rows=2) for i in range(70)]
+    rows = log._convert(records)
+    assert rows == records_rows(records, log._token, 0)
+    total = sum(r.rows for r in records)
+    assert [r[0] for r in rows] == [f"{log._token}-{i}" for i in range(total)]
+    more = log._convert([record(5000)])
+    assert more[0][0] == f"{log._token}-{total}"  # keys go on where the last batch stopped
