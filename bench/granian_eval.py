@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.bench.procs import tree_rss_mib
+from service.bench.procs import tree_cpu_s, tree_rss_mib
 from service.bench.workload import native_body
 from service.bench.wrk import LoadResult, pinned, run_wrk
 from service.bundle import bundle_path, model_names, model_versions, read_manifest
@@ -304,24 +304,6 @@ class Run:
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its live descendants (all their threads)."""
-    total, todo, seen = 0.0, [pid], set()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / _CLK_TCK
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
 
 
 def machine_busy_s() -> float:
