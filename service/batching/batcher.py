@@ -334,10 +334,7 @@ class DynamicBatcher(Generic[D]):
             self._notify(batch.rows, 1, 0.0, 0.0, failed=True)
             raise
         self._notify(batch.rows, 1, 0.0, ran.finished - ran.started, failed=False)
-        derived = None if level is None else ran.derived.get(level)
-        if isinstance(derived, Exception):
-            raise derived
-        return BatchOutput(ran.output, 0.0, ran.finished - ran.started, batch.rows, derived)
+        return _alone_output(ran, level, 0.0, batch.rows)
 
     async def _run_alone(self, batch: RowBatch, level: float | None) -> BatchOutput[D]:
         enqueued = time.perf_counter()
@@ -371,12 +368,9 @@ class DynamicBatcher(Generic[D]):
             raise
         finally:
             self._in_flight -= 1
-        wait, inference = ran.started - enqueued, ran.finished - ran.started
-        self._notify(batch.rows, 1, wait, inference, failed=False)
-        derived = None if level is None else ran.derived.get(level)
-        if isinstance(derived, Exception):
-            raise derived
-        return BatchOutput(ran.output, wait, inference, batch.rows, derived)
+        wait = ran.started - enqueued
+        self._notify(batch.rows, 1, wait, ran.finished - ran.started, failed=False)
+        return _alone_output(ran, level, wait, batch.rows)
 
     async def _consume(self) -> None:
         try:
@@ -581,6 +575,14 @@ class DynamicBatcher(Generic[D]):
                 observer(stats)
             except Exception:  # a broken metrics hook must not fail the answer
                 logger.exception("shed observer %r failed", observer)
+
+
+def _alone_output(ran: _Ran[D], level: float | None, wait: float, rows: int) -> BatchOutput[D]:
+    """A request that ran alone: its output and derived rows, or its level's derive error."""
+    derived = None if level is None else ran.derived.get(level)
+    if isinstance(derived, Exception):
+        raise derived
+    return BatchOutput(ran.output, wait, ran.finished - ran.started, rows, derived)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -161,9 +161,6 @@ def _rows(group: Sequence[PredictionRecord], row_key: str, first_seq: int) -> li
     rows_at = np.arange(n)
     widths = (upper[rows_at, predicted] - lower[rows_at, predicted]).tolist()
 
-    def objects(values: NDArray[np.float64]) -> list[str]:
-        return _json_objects(classes, values)
-
     def per_instance(value: Callable[[PredictionRecord], Any]) -> list[Any]:
         return [v for r, k in zip(group, counts, strict=True) for v in repeat(value(r), k)]
 
@@ -176,9 +173,9 @@ def _rows(group: Sequence[PredictionRecord], row_key: str, first_seq: int) -> li
         repeat(int(first.version), n),
         per_instance(lambda r: r.protocol),
         features,
-        objects(probabilities),
-        objects(lower),
-        objects(upper),
+        _json_objects(classes, probabilities),
+        _json_objects(classes, lower),
+        _json_objects(classes, upper),
         _set_json(members, classes),
         labels,
         per_instance(lambda r: float(r.confidence_level)),
@@ -200,12 +197,13 @@ def _feature_json(
 
     ``block`` ([N, F], C order) holds the ``numeric`` features when the codec provided them.
     """
+    arrays: dict[str, NDArray[Any]] = {}
     if block is None:
         arrays = {name: stacked(name) for name in names}
         numeric = [name for name in names if arrays[name].dtype.kind == "f"]
         if numeric:
             block = np.concatenate([arrays[name] for name in numeric], axis=1)
-    if block is not None and len(numeric) == len(names) and numeric == names:
+    if block is not None and numeric == names:
         return _json_objects(names, block)
     values: Sequence[Sequence[Any]] = [() for _ in range(n)]
     if block is not None:
@@ -218,7 +216,7 @@ def _feature_json(
             by_name.update(zip(numeric, zip(*values, strict=True), strict=True))
         for name in names:
             if name not in by_name:
-                by_name[name] = feature_values(stacked(name))
+                by_name[name] = feature_values(arrays[name] if name in arrays else stacked(name))
         values = list(zip(*(by_name[name] for name in names), strict=True))
     dumps = orjson.dumps
     return [dumps(dict(zip(names, row, strict=True))).decode() for row in values]
