@@ -86,23 +86,60 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
 
 
 class _CycleTransport:
-    """The transport as a request cycle sees it: ``close()`` lingers while body bytes are due."""
+    """The transport as a request cycle sees it, one per connection.
+
+    ``close()`` lingers while body bytes are due. A write is held until the next write or the
+    end of this loop iteration, so uvicorn's two writes per answer (status line and headers,
+    then the body) leave in one ``send``: one syscall and one segment instead of two.
+    """
 
     def __init__(self, protocol: HardenedProtocol) -> None:
         self._protocol = protocol
         self._transport = protocol.transport
+        self._loop = protocol.loop
+        self._held: bytes | None = None
+        self._flush_soon: asyncio.Handle | None = None
 
     def write(self, data: bytes) -> None:
-        self._transport.write(data)
+        held = self._held
+        if held is None:
+            self._held = bytes(data)
+            self._flush_soon = self._loop.call_soon(self.flush)
+            return
+        self._held = None
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
+        self._transport.writelines((held, data))  # one writev, no copy
+
+    def flush(self) -> None:
+        """Send what is held (an answer's head waiting for its body, a 100 Continue)."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            if self._flush_soon is not None:
+                self._flush_soon.cancel()
+                self._flush_soon = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()
 
     def close(self) -> None:
+        self.flush()
         self._protocol.close_lingering()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+#: Where a connection's current request is; a deadline is armed when the phase changes.
+_WAITING, _HEADERS, _BODY, _DONE = range(4)
 
 
 class HardenedProtocol(HttpToolsProtocol):
@@ -120,11 +157,24 @@ class HardenedProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
         self._deadline: asyncio.TimerHandle | None = None
-        self._body_due = False  # headers of the current request read, its body not yet
+        self._phase = _WAITING
+        self._phase_changed = False
+        self._announced: int | None = None
         self._lingering = False
         self._discarded = 0
+        self._view: _CycleTransport | None = None
+
+    @property
+    def _body_due(self) -> bool:
+        """Headers of the current request read, its body not yet."""
+        return self._phase == _BODY
 
     # -- deadlines ---------------------------------------------------------------------------
+    # The parser callbacks only note the phase; data_received arms one deadline for where the
+    # bytes left the request. A request that arrives whole in one read (the common case on a
+    # kept-alive connection) then costs no timer at all, instead of three timers made and
+    # cancelled. A deadline starts when its phase starts and is never pushed back by more
+    # bytes of the same phase (a slow client cannot extend it).
 
     def _arm(self, seconds: float) -> None:
         self._disarm()
@@ -142,27 +192,41 @@ class HardenedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm(self.limits.header_timeout_s)
+        self._view = _CycleTransport(self)
+        self._arm(self.limits.header_timeout_s)  # a client that sends nothing at all
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._view is not None and self._view._flush_soon is not None:
+            self._view._flush_soon.cancel()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._arm(self.limits.header_timeout_s)
+        self._phase = _HEADERS
+        self._phase_changed = True
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
-        self._body_due = True
-        self._arm(body_deadline_s(_content_length(self.headers), self.limits))
+        self._phase = _BODY
+        self._phase_changed = True
+        self._announced = _content_length(self.headers)
         if self.cycle is not None:
-            self.cycle.transport = cast(asyncio.Transport, _CycleTransport(self))
+            self.cycle.transport = cast(asyncio.Transport, self._view)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._body_due = False
-        self._disarm()
+        self._phase = _DONE
+        self._phase_changed = True
+
+    def _deadline_for_phase(self) -> None:
+        self._phase_changed = False
+        if self._phase == _HEADERS:
+            self._arm(self.limits.header_timeout_s)
+        elif self._phase == _BODY:
+            self._arm(body_deadline_s(self._announced, self.limits))
+        else:
+            self._disarm()
 
     # -- lingering close -----------------------------------------------------------------------
 
@@ -172,6 +236,7 @@ class HardenedProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         self._lingering = True
+        self._phase_changed = False  # the linger deadline below replaces the phase's
         self._arm(self.limits.linger_s)
         self.flow.resume_reading()
         try:
@@ -182,6 +247,8 @@ class HardenedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if not self._lingering:
             super().data_received(data)
+            if self._phase_changed and not self._lingering:
+                self._deadline_for_phase()
             return
         self._discarded += len(data)
         if self._discarded > self.limits.linger_bytes:
