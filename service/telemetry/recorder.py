@@ -47,6 +47,10 @@ class ServiceTelemetry(Telemetry):
         # call, which was a visible share of a small request's CPU. Label sets are bounded.
         self._request_series: dict[tuple[str, int | None, str, str, int], Any] = {}
         self._model_series: dict[tuple[str, int], _ModelSeries] = {}
+        #: (model, version) -> (inference duration, batch rows) children, for every batch.
+        self._batch_series: dict[tuple[str, int], tuple[Any, Any]] = {}
+        #: outcome -> the log-rows child (the writer counts every request's rows).
+        self._log_rows: dict[str, Any] = {}
 
     def _version(self, version: int | None) -> str:
         if version is None:
@@ -135,9 +139,18 @@ class ServiceTelemetry(Telemetry):
         m = self.metrics
         if m is None or stats.failed:
             return
-        version = self._version(stats.version)
-        m.inference_duration.labels(stats.model, version).observe(stats.inference_seconds)
-        m.batch_rows.labels(stats.model, version).observe(stats.rows)
+        key = (stats.model, stats.version)
+        children = self._batch_series.get(key)
+        if children is None:
+            version = self._version(stats.version)
+            children = (
+                m.inference_duration.labels(stats.model, version),
+                m.batch_rows.labels(stats.model, version),
+            )
+            if len(self._batch_series) < _MAX_CACHED_SERIES:
+                self._batch_series[key] = children
+        children[0].observe(stats.inference_seconds)
+        children[1].observe(stats.rows)
 
     # -- model events --------------------------------------------------------------------------
 
@@ -164,6 +177,7 @@ class ServiceTelemetry(Telemetry):
         m = self.metrics
         labels = self._served.pop((name, version), None)
         self._model_series.pop((name, version), None)
+        self._batch_series.pop((name, version), None)
         if m is None or labels is None:
             return
         m.model_info.labels(*labels).set(0)
@@ -196,7 +210,10 @@ class ServiceTelemetry(Telemetry):
         m = self.metrics
         if m is None:
             return
-        m.log_rows.labels(outcome).inc(rows)
+        child = self._log_rows.get(outcome)
+        if child is None:  # outcomes are a fixed handful (OUTCOMES)
+            child = self._log_rows[outcome] = m.log_rows.labels(outcome)
+        child.inc(rows)
         if self.prediction_log is not None:
             m.log_queue_rows.set(self.prediction_log.queue_rows())
 
