@@ -59,7 +59,7 @@ def derive_uncertainty(
     Runs in the batcher's worker thread once per batch, so its numpy calls are paid per batch.
     """
     probabilities = ensemble_mean(member_probabilities)
-    lower, upper = logit_intervals(member_probabilities, level)
+    lower, upper = logit_intervals(member_probabilities, level, mean=probabilities)
     sets = prediction_sets(probabilities, conformal_threshold(conformal_scores, level))
     labels: NDArray[np.object_] = class_labels[probabilities.argmax(axis=1)]
     return Uncertainty(probabilities, lower, upper, sets, labels)

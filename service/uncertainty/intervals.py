@@ -20,9 +20,18 @@ _EPS = 1e-7
 FloatArray = NDArray[np.floating]
 
 
+# The hot path calls ufuncs directly: ndarray.mean/std/clip go through numpy's Python-level
+# wrappers, which cost more than the arithmetic on a batch-1 request (90 -> 41 us for mean and
+# intervals of one row). The operations are numpy's own, in its order, so results are identical.
+_sum = np.add.reduce
+_minimum = np.minimum
+_maximum = np.maximum
+
+
 def ensemble_mean(member_probabilities: FloatArray) -> NDArray[np.float64]:
     """Mean of calibrated member probabilities, [N, K, C] -> [N, C]."""
-    mean: NDArray[np.float64] = np.asarray(member_probabilities, dtype=np.float64).mean(axis=1)
+    raw = np.asarray(member_probabilities, dtype=np.float64)
+    mean: NDArray[np.float64] = np.true_divide(_sum(raw, axis=1), raw.shape[1])
     return mean
 
 
@@ -73,27 +82,33 @@ def _t_two_sided_cdf(theta: float, df: int) -> float:
 
 
 def logit_intervals(
-    member_probabilities: FloatArray, level: float
+    member_probabilities: FloatArray, level: float, *, mean: NDArray[np.float64] | None = None
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Lower and upper bounds [N, C] of the ``level`` interval for every class probability.
 
-    The bounds are widened where needed to contain the ensemble mean probability, so a reported
-    probability never falls outside its own interval.
+    The bounds are widened where needed to contain the ensemble mean probability (``mean``, if
+    the caller has it: :func:`ensemble_mean` of the same members), so a reported probability
+    never falls outside its own interval.
     """
     raw = np.asarray(member_probabilities, dtype=np.float64)
-    p = np.clip(raw, _EPS, 1.0 - _EPS)
-    members = p.shape[1]
-    logits = np.log(p) - np.log1p(-p)
-    centre = logits.mean(axis=1)
-    spread = logits.std(axis=1, ddof=1)
+    members = raw.shape[1]
+    p = _minimum(_maximum(raw, _EPS), 1.0 - _EPS)
+    logits = np.log(p)
+    logits -= np.log1p(-p)
+    centre = np.true_divide(_sum(logits, axis=1), members)
+    # The sample standard deviation (ddof=1), as ndarray.std computes it.
+    deviation = logits - centre[:, None, :]
+    deviation *= deviation
+    spread = np.sqrt(np.true_divide(_sum(deviation, axis=1), members - 1))
     half = student_t_quantile(level, members) * spread
     # tanh saturates to exactly 0 or 1 in float64 for wide intervals; keep the bounds inside.
-    lower = np.clip(_sigmoid(centre - half), _EPS, 1.0 - _EPS)
-    upper = np.clip(_sigmoid(centre + half), _EPS, 1.0 - _EPS)
+    lower = _minimum(_maximum(_sigmoid(centre - half), _EPS), 1.0 - _EPS)
+    upper = _minimum(_maximum(_sigmoid(centre + half), _EPS), 1.0 - _EPS)
     # Contain the probability as reported (the mean of the unclipped members): a class below
     # the clip (1e-8, say) would otherwise sit outside its own interval [1e-7, ...].
-    mean = raw.mean(axis=1)
-    return np.minimum(lower, mean), np.maximum(upper, mean)
+    if mean is None:
+        mean = ensemble_mean(raw)
+    return _minimum(lower, mean), _maximum(upper, mean)
 
 
 def _sigmoid(x: NDArray[np.float64]) -> NDArray[np.float64]:

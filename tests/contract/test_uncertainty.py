@@ -189,3 +189,37 @@ def test_a_probability_below_the_logit_clip_stays_inside_its_interval() -> None:
     assert p[0, 0] == pytest.approx(2e-8)
     assert lower[0, 0] <= p[0, 0] <= upper[0, 0]
     assert lower[0, 1] <= p[0, 1] <= upper[0, 1]
+
+
+def _plain_numpy_intervals(members: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """The interval formula written with ndarray.mean/std/clip, as the docs state it."""
+    raw = members.astype(np.float64)
+    p = np.clip(raw, 1e-7, 1 - 1e-7)
+    logits = np.log(p) - np.log1p(-p)
+    half = student_t_quantile(level, raw.shape[1]) * logits.std(axis=1, ddof=1)
+    centre = logits.mean(axis=1)
+    lower = np.clip(0.5 * (1 + np.tanh(0.5 * (centre - half))), 1e-7, 1 - 1e-7)
+    upper = np.clip(0.5 * (1 + np.tanh(0.5 * (centre + half))), 1e-7, 1 - 1e-7)
+    mean = raw.mean(axis=1)
+    return np.minimum(lower, mean), np.maximum(upper, mean)
+
+
+@pytest.mark.parametrize(("rows", "members", "classes"), [(1, 2, 2), (3, 5, 3), (64, 9, 4)])
+def test_the_fast_interval_path_matches_plain_numpy(rows: int, members: int, classes: int) -> None:
+    # The hot path calls ufuncs directly (no ndarray.mean/std/clip wrappers); the mean is exact
+    # and the bounds agree with the plain formula (sigmoid as tanh) to rounding, saturated
+    # members included.
+    rng = np.random.default_rng(rows)
+    x = rng.random((rows, members, classes)).astype(np.float32)
+    x[0, 0] = 0.0
+    x[0, 0, 0] = 1.0  # one member certain of class 0
+    x /= x.sum(axis=2, keepdims=True)
+    mean = ensemble_mean(x)
+    assert np.array_equal(mean, x.astype(np.float64).mean(axis=1))
+    for level in (0.5, 0.9, 0.99):
+        lower, upper = logit_intervals(x, level)
+        given = logit_intervals(x, level, mean=mean)
+        assert np.array_equal(given[0], lower) and np.array_equal(given[1], upper)
+        want_lower, want_upper = _plain_numpy_intervals(x, level)
+        np.testing.assert_allclose(lower, want_lower, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(upper, want_upper, rtol=1e-12, atol=1e-15)
