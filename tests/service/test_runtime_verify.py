@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from onnxruntime.capi.onnxruntime_pybind11_state import EPFail
 
 from service.bundle import (
     MANIFEST_FILE,
@@ -169,3 +170,38 @@ def test_garbage_onnx_with_matching_sha_is_refused_by_the_onnx_check(
         bundle, manifest.model_copy(update={"model_sha256": file_sha256(bundle / MODEL_FILE)})
     )
     assert _refusal(bundle).details["check"] == "onnx"
+
+
+def test_run_answers_as_inference_session_run_and_falls_back_on_a_provider_failure(
+    bundle_factory: BundleFactory,
+) -> None:
+    model = load_model(bundle_factory())
+    columns = graph_columns(model.manifest.features, model.manifest.sample.inputs)
+    expected = model.session.run(model.output_names, columns)[0]
+    assert np.array_equal(model.run(columns), expected)  # the binding, called directly
+
+    class FailingBinding:
+        """The session's binding, whose run fails as a broken execution provider does."""
+
+        def __init__(self, real: object) -> None:
+            self.real = real
+
+        def run(self, *args: object) -> object:
+            raise EPFail("injected: the execution provider failed")
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.real, name)
+
+    real = model.session._sess
+    model.session._sess = FailingBinding(real)
+    calls: list[object] = []
+    original = model.session.run
+
+    def session_run(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        model.session._sess = real  # what InferenceSession's provider fallback rebuilds
+        return original(*args, **kwargs)
+
+    model.session.run = session_run  # type: ignore[method-assign]
+    assert np.array_equal(model.run(columns), expected)
+    assert len(calls) == 1  # the provider failure went through InferenceSession.run
