@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -144,10 +145,17 @@ class Manifest(_Strict):
         """
         return self.schema_version >= HELD_OUT_REFERENCE_SCHEMA
 
-    @property
+    # Cached: the codecs read these on every request, and the model is frozen. Shared lists,
+    # never to be mutated.
+    @cached_property
     def feature_names(self) -> list[str]:
         """Feature names in graph input order."""
         return [f.name for f in self.features]
+
+    @cached_property
+    def numeric_feature_names(self) -> list[str]:
+        """Names of the numeric features, in graph input order."""
+        return [f.name for f in self.features if not isinstance(f, CategoricalFeature)]
 
 
 class ManifestError(ValueError):

@@ -87,7 +87,7 @@ def decode_predict_request(
     if {width} != set(map(len, instances)):
         i = next(i for i, inst in enumerate(instances) if len(inst) != width)
         raise _key_mismatch(i, instances[i], names)
-    numeric = [f.name for f in manifest.features if not isinstance(f, CategoricalFeature)]
+    numeric = manifest.numeric_feature_names
     try:
         # All numeric features in one numpy conversion (per-feature numpy calls dominate a
         # wide batch-1 request); itemgetter pulls a row's values in C.

@@ -135,3 +135,14 @@ def test_an_unknown_schema_version_is_refused_by_name(tmp_path: Path) -> None:
     (bundle / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(ManifestError, match="schema_version"):
         read_manifest(bundle)
+
+
+def test_feature_name_lists_follow_graph_order_and_are_built_once(tmp_path: Path) -> None:
+    manifest = read_manifest(write_test_bundle(tmp_path / "models", "toy"))
+    # The test bundle's features, in graph order: x1, x2 numeric, colour categorical.
+    assert manifest.feature_names == ["x1", "x2", "colour"]
+    assert manifest.numeric_feature_names == ["x1", "x2"]
+    # Read on every request: computed once per manifest, not per read.
+    assert manifest.feature_names is manifest.feature_names
+    assert manifest.numeric_feature_names is manifest.numeric_feature_names
+    assert "numeric_feature_names" not in manifest.model_dump()  # not part of the contract
