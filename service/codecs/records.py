@@ -147,17 +147,21 @@ def encode_predict_response(result: PredictionResult, request_id: str) -> dict[s
     classes = result.handle.manifest.classes
     # tolist() once per array and dict(zip(...)) per row: the per-element work stays in C, which
     # is several times faster than indexing numpy scalars or Python comprehensions per class.
+    lower = result.lower
+    pairs = np.empty((*lower.shape, 2))  # [N][C][lo, hi], filled rather than np.stack'ed
+    pairs[..., 0] = lower
+    pairs[..., 1] = result.upper
     probabilities = result.probabilities.tolist()
-    intervals = np.stack((result.lower, result.upper), axis=-1).tolist()  # [N][C][lo, hi]
+    intervals = pairs.tolist()
     sets = result.prediction_sets.tolist()
     predictions = [
         {
             "label": label,
             "probabilities": dict(zip(classes, p, strict=True)),
-            "intervals": dict(zip(classes, pairs, strict=True)),
+            "intervals": dict(zip(classes, lo_hi, strict=True)),
             "prediction_set": list(compress(classes, member)),
         }
-        for label, p, pairs, member in zip(
+        for label, p, lo_hi, member in zip(
             result.labels, probabilities, intervals, sets, strict=True
         )
     ]

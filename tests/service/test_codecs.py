@@ -249,6 +249,12 @@ def test_native_encoder_shape(manifest: Manifest) -> None:
     assert first["intervals"]["yes"] == pytest.approx([0.65, 0.75])
     assert first["prediction_set"] == ["yes"]
     assert body["predictions"][1]["prediction_set"] == ["no", "yes", "maybe"]
+    # [lower, upper] per class, every row and class (p -+ 0.05 by hand)
+    assert body["predictions"][1]["intervals"] == {
+        "no": pytest.approx([0.45, 0.55]),
+        "yes": pytest.approx([0.2, 0.3]),
+        "maybe": pytest.approx([0.2, 0.3]),
+    }
 
 
 def test_v2_encoder_binary_and_json(manifest: Manifest) -> None:
