@@ -39,6 +39,8 @@ OUTCOMES = ("queued", "written", "spooled", "replayed", "dropped", "failed")
 DROP_WARNING_INTERVAL_S = 10.0
 #: Seconds between retention passes.
 RETENTION_INTERVAL_S = 3600.0
+#: Seconds an idle writer (nothing queued) sleeps between maintenance checks (retry, retention).
+IDLE_TICK_S = 1.0
 
 
 def _ignore(outcome: str, rows: int) -> None:
@@ -78,7 +80,7 @@ class PredictionLog:
         *,
         queue_rows: int = 100_000,
         batch_rows: int = 2_000,
-        flush_interval_s: float = 0.5,
+        flush_interval_s: float = 0.02,
         retry_interval_s: float = 2.0,
         spool_dir: Path = Path("./prediction-spool"),
         retention_days: float | None = None,
@@ -87,8 +89,9 @@ class PredictionLog:
         """Nothing connects until ``start``; a malformed URL fails here (PredictionLogError).
 
         ``queue_rows`` bounds the rows waiting in memory; ``batch_rows`` the rows per insert;
-        the writer wakes every ``flush_interval_s`` (the most a SIGKILL can lose) and retries a
-        failed database every ``retry_interval_s``; ``on_rows(outcome, n)`` counts rows.
+        rows are written ``flush_interval_s`` after the first of them arrived (the most a
+        SIGKILL can lose; an idle writer sleeps); a failed database is retried every
+        ``retry_interval_s``; ``on_rows(outcome, n)`` counts rows.
         """
         self._store = open_store(url)
         self._capacity = queue_rows
@@ -169,6 +172,7 @@ class PredictionLog:
             with self._lock:
                 accepted = not self._closed and self._rows + n <= self._capacity
                 if accepted:
+                    first = self._rows == 0
                     self._queue.append(record)
                     self._rows += n
                     self._enqueued += 1
@@ -176,7 +180,9 @@ class PredictionLog:
             if not accepted:
                 self._dropped(n)
                 return False
-            if full_batch and not self._wake.is_set():  # set() takes a lock; is_set() not
+            # The first record wakes an idle writer (which then gathers for a flush interval);
+            # a full batch cuts the gathering short. set() takes a lock; is_set() does not.
+            if (first or full_batch) and not self._wake.is_set():
                 self._wake.set()
             self._on_rows("queued", n)
             return True
@@ -229,8 +235,15 @@ class PredictionLog:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self._flush_interval_s)
+            self._wake.wait(IDLE_TICK_S)  # a first record, a full batch, flush() or stop()
             self._wake.clear()
+            if not self._stopping and 0 < self._rows < self._batch_rows:
+                # Gather what arrives within a flush interval into one write. Short intervals
+                # keep each write small: converting rows holds the GIL and, on a server pinned
+                # to one core, the core; a lone client's p99 with the log on was 6.0-6.5 ms
+                # writing every 0.5 s and 2.9 ms every 10 ms (lean: 2.8 ms).
+                self._wake.wait(self._flush_interval_s)  # cut short by a full batch or stop
+                self._wake.clear()
             try:
                 self._drain()
                 self._maintain()

@@ -509,3 +509,46 @@ def test_writer_converts_in_slices_with_the_keys_of_one_conversion(tmp_path: Pat
     assert [r[0] for r in rows] == [f"{log._token}-{i}" for i in range(total)]
     more = log._convert([record(5000)])
     assert more[0][0] == f"{log._token}-{total}"  # keys go on where the last batch stopped
+
+
+def test_an_idle_writer_sleeps_and_a_stream_is_written_in_gathered_batches(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "p.sqlite"
+    log = PredictionLog(f"sqlite:///{path}", spool_dir=tmp_path / "spool", flush_interval_s=0.2)
+    inserts: list[int] = []
+    store_insert = log._store.insert
+
+    def counted_insert(rows: Any) -> None:
+        inserts.append(len(rows))
+        store_insert(rows)
+
+    log._store.insert = counted_insert  # type: ignore[method-assign]
+    drains = 0
+    drain = log._drain
+
+    def counted_drain() -> None:
+        nonlocal drains
+        drains += 1
+        drain()
+
+    log._drain = counted_drain  # type: ignore[method-assign]
+    log.start()
+    try:
+        threading.Event().wait(0.5)  # idle: at most the start-up pass, no wake-up per interval
+        idle_drains = drains
+        assert idle_drains <= 1
+        # A stream of 30 records, one every 5 ms (about 0.15 s, less than one flush interval):
+        # the first wakes the writer, which gathers the rest and writes them in one insert.
+        for i in range(30):
+            assert log.enqueue(record(i))
+            threading.Event().wait(0.005)
+        deadline = threading.Event()
+        for _ in range(100):  # written without a flush() call, well before 5 s
+            if count(path) == 30:
+                break
+            deadline.wait(0.05)
+        assert count(path) == 30
+        assert inserts[0] >= 20, inserts  # gathered, not one insert per record
+    finally:
+        log.stop()
