@@ -15,10 +15,17 @@ from service.predlog.store import Key
 BUSY_TIMEOUT_S = 10.0
 
 
+#: Page size of a new log file. A row is about 1 KB of JSON; 8 KiB pages took 10-22% less
+#: CPU per inserted row than SQLite's 4 KiB default (22- and 600-row transactions). A file that
+#: exists keeps its page size (it is fixed once WAL is on).
+PAGE_SIZE = 8192
+
+
 def configure(connection: sqlite3.Connection) -> None:
     """The log's settings: WAL (readers never block the writer, several writers queue on the
     busy timeout) and NORMAL sync (WAL stays durable across a process crash; only an OS
-    crash can lose the last commits)."""
+    crash can lose the last commits); a new file gets PAGE_SIZE pages."""
+    connection.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before WAL: no-op on an old file
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
 

@@ -369,6 +369,23 @@ def test_wal_mode(tmp_path: Path) -> None:
     log.stop()
     with sqlite3.connect(tmp_path / "p.sqlite") as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert connection.execute("PRAGMA page_size").fetchone()[0] == sqlite_store.PAGE_SIZE
+
+
+def test_an_existing_log_file_keeps_its_page_size(tmp_path: Path) -> None:
+    path = tmp_path / "p.sqlite"
+    with sqlite3.connect(path) as connection:  # written by an older server: 4 KiB pages
+        connection.execute("PRAGMA journal_mode=WAL")
+        create_sqlite(connection)
+        connection.execute(insert_sql("sqlite"), record_rows(record(1), "old", 0)[0])
+    log = PredictionLog(f"sqlite:///{path}", spool_dir=tmp_path / "spool")
+    log.start()
+    log.enqueue(record(2))
+    log.stop()
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA page_size").fetchone()[0] == 4096
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert count(path) == 2
 
 
 def test_retention_deletes_old_predictions_and_feedback(tmp_path: Path) -> None:
