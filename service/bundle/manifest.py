@@ -153,6 +153,11 @@ class Manifest(_Strict):
         return [f.name for f in self.features]
 
     @cached_property
+    def features_by_name(self) -> dict[str, Feature]:
+        """Each feature by its name."""
+        return {f.name: f for f in self.features}
+
+    @cached_property
     def numeric_feature_names(self) -> list[str]:
         """Names of the numeric features, in graph input order."""
         return [f.name for f in self.features if not isinstance(f, CategoricalFeature)]

@@ -181,6 +181,10 @@ def _with(index: int, **change: Any) -> list[dict[str, Any]]:
         ({"inputs": _with(1, data=[1.0])}, "x1"),
         ({"inputs": _with(1, data=["a", 1.0])}, "x1"),
         ({"inputs": _with(1, shape=[0], data=[])}, "x1"),
+        # Equal (==) to the first input's [2, 1], yet not a shape of ints: still refused.
+        ({"inputs": _with(1, shape=[2.0, 1])}, "x1"),
+        ({"inputs": _with(2, shape=[2, True])}, "colour"),
+        ({"inputs": _with(2, shape=[True, 1])}, "colour"),
         ({"inputs": _with(1, shape=[11], data=[1.0] * 11)}, "x1"),
         ({"inputs": _inputs(), "outputs": [{"name": "logits"}]}, None),
         ({"inputs": _inputs(), "parameters": {"confidence_level": 0.9999}}, None),
@@ -192,6 +196,15 @@ def test_v2_bad_input(manifest: Manifest, payload: dict[str, Any], feature: str 
     if feature is not None:
         assert info.value.to_dict()["feature"] == feature
         assert repr(feature) in info.value.message
+
+
+def test_v2_inputs_of_one_shape_decode_to_their_rows(manifest: Manifest) -> None:
+    inputs = [{**tensor, "shape": [2, 1]} for tensor in _inputs()]
+    inputs[1]["data"] = [0.5, 1.5]
+    req = _v2(manifest, {"inputs": inputs})
+    assert req.batch.rows == 2
+    assert req.batch.columns["x1"][:, 0].tolist() == [0.5, 1.5]
+    assert req.batch.columns["colour"][:, 0].tolist() == ["blue", ""]
 
 
 @pytest.mark.parametrize(("value", "expected"), [("a", "null"), (1e39, "float32")])
