@@ -162,6 +162,11 @@ class Manifest(_Strict):
         """Names of the numeric features, in graph input order."""
         return [f.name for f in self.features if not isinstance(f, CategoricalFeature)]
 
+    @cached_property
+    def categorical_feature_names(self) -> list[str]:
+        """Names of the categorical features, in graph input order."""
+        return [f.name for f in self.features if isinstance(f, CategoricalFeature)]
+
 
 class ManifestError(ValueError):
     """A manifest that is missing, unreadable or does not match the schema."""

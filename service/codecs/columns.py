@@ -45,7 +45,11 @@ _BOOLEAN_CATEGORIES = frozenset(BOOLEAN_TEXT.values())
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _NUMERIC_TYPES = frozenset({float, int, type(None)})
-_STR_ONLY = frozenset({str})
+#: Type sets for "every value is a ..." checks done in C: ``ONLY_STR.issuperset(map(type, xs))``.
+ONLY_STR = frozenset({str})
+ONLY_DICT = frozenset({dict})
+ONLY_LIST = frozenset({list})
+ONLY_BOOL = frozenset({bool})
 
 
 def describe(value: Any) -> str:
@@ -157,7 +161,7 @@ def categorical_column(
     ``categories`` (the feature's) decides whether JSON booleans are accepted (module docstring).
     """
     column = np.empty((len(values), 1), dtype=object)
-    if _STR_ONLY.issuperset(map(type, values)):  # the common case: strings only, no loop
+    if ONLY_STR.issuperset(map(type, values)):  # the common case: strings only, no loop
         column[:, 0] = values
         return column
     out: list[Any] | None = None

@@ -25,12 +25,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.bundle import CategoricalFeature, Manifest
-from service.codecs.columns import categorical_column, confidence_level, describe, numeric_rows
+from service.codecs.columns import (
+    ONLY_DICT,
+    categorical_column,
+    confidence_level,
+    describe,
+    numeric_rows,
+)
 from service.errors import InvalidInput
 from service.types import FeatureBatch, PredictionResult
 
 REQUEST_KEYS = frozenset({"instances", "confidence_level"})
-_DICT_ONLY = {dict}
 
 
 def decode_predict_request(
@@ -77,7 +82,7 @@ def decode_predict_request(
     width = len(names)
     # Shape checks in C (map/set) for the common case; the Python loops below run only to name
     # the first bad instance.
-    if set(map(type, instances)) != _DICT_ONLY:
+    if not ONLY_DICT.issuperset(map(type, instances)):
         i = next(i for i, inst in enumerate(instances) if type(inst) is not dict)
         raise InvalidInput(
             f"instance {i}: expected an object keyed by feature name, got {describe(instances[i])}",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,10 @@ from numpy.typing import NDArray
 
 from service.bundle import CategoricalFeature, Manifest
 from service.codecs.columns import (
+    ONLY_BOOL,
+    ONLY_DICT,
+    ONLY_LIST,
+    ONLY_STR,
     bad_value,
     categorical_column,
     confidence_level,
@@ -61,6 +66,7 @@ NUMERIC_DATATYPES: dict[str, str] = {
     "UINT32": "<u4",
     "UINT64": "<u8",
 }
+NUMERIC_DATATYPE_NAMES = frozenset(NUMERIC_DATATYPES)
 
 OUTPUT_DATATYPES: dict[str, str] = {
     "probabilities": "FP32",
@@ -133,7 +139,6 @@ def decode_infer_request(
 
 
 _NO_PARAMETERS: dict[str, Any] = {}
-_BOOL_ONLY = frozenset({bool})
 _PARAMETER_TYPES = frozenset({bool, int, float, str})
 PARAMETER_EXPECTED = "an object whose values are booleans, numbers or strings"
 
@@ -185,6 +190,10 @@ def _flag(parameters: dict[str, Any], key: str, field: str) -> bool:
 def _decode_inputs(
     inputs: Any, binary: memoryview, manifest: Manifest, max_rows: int
 ) -> tuple[dict[str, NDArray[np.generic]], int]:
+    if not binary:
+        uniform = _decode_uniform(inputs, manifest, max_rows)
+        if uniform is not None:
+            return uniform
     if type(inputs) is not list or not inputs:
         raise InvalidInput(
             "'inputs' must be a non-empty list with one tensor per feature",
@@ -288,7 +297,7 @@ def _decode_inputs(
                     expected=f"{n} elements",
                 )
             if categorical:
-                if datatype == "BOOL" and not _BOOL_ONLY.issuperset(map(type, data)):
+                if datatype == "BOOL" and not ONLY_BOOL.issuperset(map(type, data)):
                     i = next(i for i, v in enumerate(data) if type(v) is not bool)
                     raise bad_value(i, name, "true or false (a BOOL tensor)", data[i], "element")
                 decoded[name] = categorical_column(data, name, "element", categories)
@@ -315,6 +324,80 @@ def _decode_inputs(
     assert rows is not None  # inputs is non-empty
     # Graph input order, whatever order the client sent.
     return {n: decoded[n] for n in manifest.feature_names}, rows
+
+
+_NOT_PLAIN_TENSOR = ("parameters",)
+
+
+def _decode_uniform(
+    inputs: Any, manifest: Manifest, max_rows: int
+) -> tuple[dict[str, NDArray[np.generic]], int] | None:
+    """The common request, checked in bulk: one JSON tensor per feature, all of one valid shape,
+    flat ``data``, plain datatypes (numeric, or BYTES for a categorical), no other fields.
+
+    None for anything else; the per-input checks then decode it or name what is wrong. Value
+    errors are raised by the same column functions, in the same order (categoricals in input
+    order, then the numeric table). Checked one by one, the demo model's 30 inputs cost several
+    microseconds each.
+    """
+    names = manifest.feature_names
+    if (
+        type(inputs) is not list
+        or len(inputs) != len(names)
+        or not ONLY_DICT.issuperset(map(type, inputs))
+        or {4} != set(map(len, inputs))  # name, shape, datatype, data: no parameters
+    ):
+        return None
+    try:
+        sent, shapes, datatypes, data = zip(*map(_TENSOR_FIELDS, inputs), strict=True)
+    except KeyError:
+        return None
+    if (
+        not ONLY_STR.issuperset(map(type, sent))
+        or set(sent) != set(names)  # and as many names as features: none twice
+        or not ONLY_STR.issuperset(map(type, datatypes))
+        or not ONLY_LIST.issuperset(map(type, data))
+    ):
+        return None
+    shape = shapes[0]
+    if not (
+        type(shape) is list
+        and len(shape) in (1, 2)
+        and type(shape[0]) is int
+        and 0 < shape[0] <= max_rows
+        and (len(shape) == 1 or (type(shape[1]) is int and shape[1] == 1))
+    ):
+        return None
+    # One C-level comparison for every shape; JSON text tells 1 from true and 1.0.
+    if orjson.dumps(shapes) != orjson.dumps((shape,) * len(shapes)):
+        return None
+    rows: int = shape[0]
+    if {rows} != set(map(len, data)) or list in set(map(type, map(itemgetter(0), data))):
+        return None  # nested [[v], ...] data: the per-input path flattens it
+    datatype_of = dict(zip(sent, datatypes, strict=True))
+    numeric = manifest.numeric_feature_names
+    categorical = manifest.categorical_feature_names
+    if not NUMERIC_DATATYPE_NAMES.issuperset(datatype_of[name] for name in numeric) or any(
+        datatype_of[name] != "BYTES" for name in categorical
+    ):
+        return None
+    data_of = dict(zip(sent, data, strict=True))
+    decoded: dict[str, NDArray[np.generic]] = {}
+    if categorical:
+        features = manifest.features_by_name
+        for name in sent:  # input order, as the per-input path raises
+            feature = features[name]
+            if isinstance(feature, CategoricalFeature):
+                decoded[name] = categorical_column(
+                    data_of[name], name, "element", feature.categories
+                )
+    if numeric:
+        table = numeric_columns([data_of[name] for name in numeric], numeric)
+        decoded.update(zip(numeric, table[:, :, None], strict=True))
+    return {name: decoded[name] for name in names}, rows
+
+
+_TENSOR_FIELDS = itemgetter("name", "shape", "datatype", "data")
 
 
 def _rows_from_shape(shape: Any, name: str, max_rows: int) -> int:

@@ -207,6 +207,49 @@ def test_v2_inputs_of_one_shape_decode_to_their_rows(manifest: Manifest) -> None
     assert req.batch.columns["colour"][:, 0].tolist() == ["blue", ""]
 
 
+def _uniform(n: int = 2) -> list[dict[str, Any]]:
+    """One JSON tensor per feature, all of shape [n], nothing else: the decoder's bulk path."""
+    return [
+        {"name": "colour", "datatype": "BYTES", "shape": [n], "data": ["blue", None, "red"][:n]},
+        {"name": "x2", "datatype": "INT64", "shape": [n], "data": [4, None, 7][:n]},
+        {"name": "x1", "datatype": "FP64", "shape": [n], "data": [0.5, 1e-3, -2.0][:n]},
+    ]
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_v2_bulk_path_decodes_as_the_per_input_path(manifest: Manifest, n: int) -> None:
+    bulk = _v2(manifest, {"inputs": _uniform(n)})
+    # An empty parameters object on each tensor sends the same request down the per-input path.
+    each = _v2(manifest, {"inputs": [{**t, "parameters": {}} for t in _uniform(n)]})
+    assert bulk.batch.rows == each.batch.rows == n
+    assert list(bulk.batch.columns) == list(each.batch.columns) == ["x1", "x2", "colour"]
+    for name, column in bulk.batch.columns.items():
+        other = each.batch.columns[name]
+        assert column.dtype == other.dtype and column.shape == other.shape == (n, 1)
+        if column.dtype == object:
+            assert column[:, 0].tolist() == other[:, 0].tolist()
+        else:
+            assert np.array_equal(column, other, equal_nan=True)
+    if n == 3:  # null is a missing value: NaN for a number, "" for a category
+        assert np.isnan(bulk.batch.columns["x2"][1, 0])
+        assert bulk.batch.columns["colour"][:, 0].tolist() == ["blue", "", "red"]
+
+
+@pytest.mark.parametrize(
+    ("index", "value", "feature", "expected"),
+    [(2, "a", "x1", "null"), (1, 1e39, "x2", "float32"), (0, 3.5, "colour", "string")],
+)
+def test_v2_bulk_path_names_a_bad_element(
+    manifest: Manifest, index: int, value: Any, feature: str, expected: str
+) -> None:
+    inputs = _uniform(3)
+    inputs[index]["data"][1] = value
+    with pytest.raises(InvalidInput) as info:
+        _v2(manifest, {"inputs": inputs})
+    assert info.value.to_dict()["feature"] == feature
+    assert "element 1" in info.value.message and expected in info.value.message
+
+
 @pytest.mark.parametrize(("value", "expected"), [("a", "null"), (1e39, "float32")])
 def test_v2_json_bad_element_names_element_and_feature(
     manifest: Manifest, value: Any, expected: str
