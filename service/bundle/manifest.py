@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Mapping
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -146,7 +147,15 @@ class Manifest(_Strict):
         return self.schema_version >= HELD_OUT_REFERENCE_SCHEMA
 
     # Cached: the codecs read these on every request, and the model is frozen. Shared lists,
-    # never to be mutated.
+    # never to be mutated. A copy made with other features must not keep them: model_copy
+    # drops them.
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy (pydantic's), without the values cached from this manifest's features."""
+        copy = super().model_copy(update=update, deep=deep)
+        for name in _FEATURE_CACHES:
+            copy.__dict__.pop(name, None)
+        return copy
+
     @cached_property
     def feature_names(self) -> list[str]:
         """Feature names in graph input order."""
@@ -166,6 +175,15 @@ class Manifest(_Strict):
     def categorical_feature_names(self) -> list[str]:
         """Names of the categorical features, in graph input order."""
         return [f.name for f in self.features if isinstance(f, CategoricalFeature)]
+
+
+#: The Manifest properties cached from ``features``.
+_FEATURE_CACHES = (
+    "feature_names",
+    "features_by_name",
+    "numeric_feature_names",
+    "categorical_feature_names",
+)
 
 
 class ManifestError(ValueError):

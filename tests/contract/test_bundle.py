@@ -146,3 +146,14 @@ def test_feature_name_lists_follow_graph_order_and_are_built_once(tmp_path: Path
     assert manifest.feature_names is manifest.feature_names
     assert manifest.numeric_feature_names is manifest.numeric_feature_names
     assert "numeric_feature_names" not in manifest.model_dump()  # not part of the contract
+    # A copy with other features answers for its own features, not the cached ones.
+    renamed = manifest.model_copy(
+        update={
+            "features": [f.model_copy(update={"name": f"f_{f.name}"}) for f in manifest.features]
+        }
+    )
+    assert renamed.feature_names == ["f_x1", "f_x2", "f_colour"]
+    assert renamed.numeric_feature_names == ["f_x1", "f_x2"]
+    assert renamed.categorical_feature_names == ["f_colour"]
+    assert list(renamed.features_by_name) == ["f_x1", "f_x2", "f_colour"]
+    assert manifest.feature_names == ["x1", "x2", "colour"]
