@@ -158,3 +158,49 @@ def test_an_inline_failure_fails_only_that_request_and_is_counted(model: LoadedM
 def test_inline_budget_must_not_be_negative(model: LoadedModel) -> None:
     with pytest.raises(ValueError, match="inline_max_s"):
         DynamicBatcher(model.run, inline_max_s=-1.0)
+
+
+def test_requests_arriving_together_at_an_idle_version_batch_instead_of_each_running_alone(
+    model: LoadedModel,
+) -> None:
+    # 32 connections read in one pass of the event loop become 32 tasks that each find the
+    # version idle; each ran alone on the loop before (94% one-row ONNX calls under load).
+    log = ThreadLog(model.run)
+    recorder = Recorder()
+    batches = [rows(1, seed) for seed in range(1, 9)]
+
+    async def scenario() -> list[NDArray[np.float32]]:
+        b = batcher(log, 1.0, observers=[recorder], max_batch_size=64)
+        await b.submit(rows(1, 0))  # measured fast
+        together = await asyncio.gather(*(b.submit(batch) for batch in batches))
+        await b.submit(rows(1, 20))  # alone again: inline
+        await b.close()
+        return together
+
+    outs = asyncio.run(scenario())
+    assert [s.requests for s in recorder.stats] == [1, 8, 1]  # one ONNX call for the eight
+    assert log.threads[1] != LOOP and log.threads[2] == LOOP
+    for batch, out in zip(batches, outs, strict=True):  # its own row (batched: to rounding)
+        np.testing.assert_allclose(out, model.run(batch.columns), rtol=1e-5, atol=1e-6)
+
+
+def test_a_request_cancelled_while_waiting_to_run_inline_is_not_run(model: LoadedModel) -> None:
+    log = ThreadLog(model.run)
+
+    async def scenario() -> NDArray[np.float32]:
+        b = batcher(log, 1.0)
+        await b.submit(rows(1, 0))  # measured fast
+        calls = len(log.threads)
+        doomed = asyncio.ensure_future(b.submit(rows(1, 1)))
+        await asyncio.sleep(0)  # it has queued itself for one pass of the loop
+        doomed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        assert len(log.threads) == calls and b.queued_rows == 0  # never run, nothing left
+        out = await b.submit(rows(1, 2))  # the version is idle again: inline
+        assert log.threads[-1] == LOOP
+        await b.close()
+        return out
+
+    out = asyncio.run(scenario())
+    np.testing.assert_array_equal(out, model.run(rows(1, 2).columns))
