@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from service.load import ACTIVE_REQUESTS
+
 if TYPE_CHECKING:
     from service.settings import Settings
 
@@ -142,6 +144,14 @@ class _CycleTransport:
 _WAITING, _HEADERS, _BODY, _DONE = range(4)
 
 
+async def _counted(app: Any, scope: Any, receive: Any, send: Any) -> None:
+    """Run the app for one request; it no longer counts as active once the app returns."""
+    try:
+        await app(scope, receive, send)
+    finally:
+        ACTIVE_REQUESTS.active -= 1
+
+
 class HardenedProtocol(HttpToolsProtocol):
     """:class:`HttpToolsProtocol` plus header/body deadlines and a lingering close."""
 
@@ -227,6 +237,14 @@ class HardenedProtocol(HttpToolsProtocol):
             self._arm(body_deadline_s(self._announced, self.limits))
         else:
             self._disarm()
+
+    # -- requests in progress ------------------------------------------------------------------
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        # Counted when the task is created, not when it first runs: 32 requests read in one
+        # pass of the loop are all counted before the first of them reaches the batcher.
+        ACTIVE_REQUESTS.active += 1
+        super()._start_asgi_task(cycle, functools.partial(_counted, app))
 
     # -- lingering close -----------------------------------------------------------------------
 

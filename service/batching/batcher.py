@@ -37,10 +37,10 @@ what a lone request waits for on a small CPU graph. It is taken only while the l
 measured (run and derive) took at most ``inline_max_s`` (the faster of the last two, so that one
 run stretched by preemption does not count), so a model too slow to run on the loop never blocks
 it for long: two slow runs in a row send the next requests back to the worker thread, where every
-small batch is measured again. Such a request first waits in the queue for one pass of the event
-loop: requests that arrive together (many connections read in one pass) join it and batch in the
-worker thread; only a request still alone then runs inline (docs/architecture.md, "Request
-path").
+small batch is measured again. Unless the HTTP server holds no other request, such a request
+first waits in the queue for one pass of the event loop: requests that arrive together (many
+connections read in one pass) join it and batch in the worker thread; only a request still alone
+then runs inline (docs/architecture.md, "Request path").
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ from service.batching.records import (
     ShedStats,
 )
 from service.errors import DeadlineExceeded, Overloaded
+from service.load import ACTIVE_REQUESTS
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +233,9 @@ class DynamicBatcher(Generic[D]):
             and not self._pending
             and not self._alone_rows
         ):
-            if not self.batching:  # nothing to join: run now
+            # Run now if nothing can join: batching is off, or the HTTP server holds no other
+            # request (0 where no server counts, e.g. in-process: then wait one pass).
+            if not self.batching or ACTIVE_REQUESTS.active == 1:
                 return self._run_inline(batch, level)
             return await self._inline_unless_joined(batch, level)
         limit = self.max_queued_rows

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from service.batching import DynamicBatcher
 from service.batching.batcher import INLINE_MAX_ROWS
+from service.load import ACTIVE_REQUESTS
 from service.runtime import LoadedModel, load_model
 from tests.service.conftest import BundleFactory
 from tests.service.test_batching import Recorder, rows
@@ -204,3 +205,23 @@ def test_a_request_cancelled_while_waiting_to_run_inline_is_not_run(model: Loade
 
     out = asyncio.run(scenario())
     np.testing.assert_array_equal(out, model.run(rows(1, 2).columns))
+
+
+def test_when_the_server_holds_only_this_request_it_runs_inline_without_waiting(
+    model: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The HTTP protocol counts the requests it holds; one means nobody can join, so the pass
+    # of the loop is not waited for (here: requests submitted together, as if the count held).
+    monkeypatch.setattr(ACTIVE_REQUESTS, "active", 1)
+    log = ThreadLog(model.run)
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        b = batcher(log, 1.0, observers=[recorder], max_batch_size=64)
+        await b.submit(rows(1, 0))  # measured fast
+        await asyncio.gather(*(b.submit(rows(1, seed)) for seed in range(1, 4)))
+        await b.close()
+
+    asyncio.run(scenario())
+    assert [s.requests for s in recorder.stats] == [1, 1, 1, 1]
+    assert log.threads[1:] == [LOOP, LOOP, LOOP]

@@ -20,6 +20,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from service.http_protocol import ConnectionLimits, HardenedProtocol
+from service.load import ACTIVE_REQUESTS
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -181,3 +182,14 @@ def test_a_request_read_whole_arms_no_deadline_and_a_partial_one_keeps_its_first
     assert protocol._deadline is None
     assert harness.loop.timers.count(protocol._expired) == 3  # connect, headers, body
     assert harness.client.recv(65536).endswith(b"ok")
+
+
+@pytest.mark.parametrize("harness", [_streamed], indirect=True)
+def test_requests_count_as_active_from_their_task_to_the_apps_return(harness: _Harness) -> None:
+    before = ACTIVE_REQUESTS.active
+    harness.client.sendall(REQUEST)
+    harness.run(0.1)  # the app is mid-answer (its body comes at 0.5 s)
+    assert ACTIVE_REQUESTS.active == before + 1
+    harness.run(0.6)
+    assert harness.transport is not None and harness.transport.sends[-1] == b"late"
+    assert ACTIVE_REQUESTS.active == before
