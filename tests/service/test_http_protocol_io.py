@@ -52,25 +52,26 @@ class _CountingTransport:
         return getattr(self.real, name)
 
 
-async def _answer(scope: Scope, receive: Any, send: Any) -> None:
-    if scope["type"] != "http":
-        return
-    await receive()
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
-    )
-    await send({"type": "http.response.body", "body": b"ok"})
+def _app(body: bytes, body_after_s: float = 0.0) -> App:
+    """An app answering ``body``; its body is ready ``body_after_s`` after its head."""
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        length = str(len(body)).encode()
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", length)]}
+        )
+        if body_after_s:
+            await asyncio.sleep(body_after_s)
+        await send({"type": "http.response.body", "body": body})
+
+    return app
 
 
-async def _streamed(scope: Scope, receive: Any, send: Any) -> None:
-    if scope["type"] != "http":
-        return
-    await receive()
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]}
-    )
-    await asyncio.sleep(0.5)  # the body is not ready yet; the head must not wait for it
-    await send({"type": "http.response.body", "body": b"late"})
+_answer = _app(b"ok")
+_streamed = _app(b"late", body_after_s=0.5)  # the head must not wait for the body
 
 
 class _CountingLoop(uvloop.Loop):
