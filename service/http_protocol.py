@@ -173,6 +173,7 @@ class HardenedProtocol(HttpToolsProtocol):
         self._lingering = False
         self._discarded = 0
         self._view: _CycleTransport | None = None
+        self._counted_app = functools.partial(_counted, self.app)  # one per connection
 
     @property
     def _body_due(self) -> bool:
@@ -244,7 +245,8 @@ class HardenedProtocol(HttpToolsProtocol):
         # Counted when the task is created, not when it first runs: 32 requests read in one
         # pass of the loop are all counted before the first of them reaches the batcher.
         ACTIVE_REQUESTS.active += 1
-        super()._start_asgi_task(cycle, functools.partial(_counted, app))
+        counted = self._counted_app if app is self.app else functools.partial(_counted, app)
+        super()._start_asgi_task(cycle, counted)
 
     # -- lingering close -----------------------------------------------------------------------
 
