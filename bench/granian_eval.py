@@ -709,6 +709,32 @@ def start_all(specs: Sequence[Spec], ctx: Context, report: Report) -> list[Serve
     return servers
 
 
+def _drive_specs(
+    specs: Sequence[Spec],
+    ctx: Context,
+    report: Report,
+    cells: Sequence[Cell],
+    core: int | None,
+    after: Callable[[list[Server]], None],
+) -> list[Figure]:
+    """Start the servers, drive every cell in alternating rounds, call ``after``, kill them."""
+    servers = start_all(specs, ctx, report)
+    try:
+        results = drive(
+            servers,
+            cells,
+            lambda rows: native_body(_MANIFESTS["m"], rows),
+            rounds=ctx.rounds,
+            seconds=ctx.seconds,
+            core=core,
+        )
+        after(servers)
+        return results
+    finally:
+        for server in servers:
+            server.kill()
+
+
 def part_speed(ctx: Context, report: Report, cells: Sequence[Cell], bare: bool) -> None:
     """Pinned: uvicorn vs granian, the same app, every feature on (plus the bare floor)."""
     specs = [
@@ -717,21 +743,12 @@ def part_speed(ctx: Context, report: Report, cells: Sequence[Cell], bare: bool) 
     ]
     if bare:
         specs += bare_specs(ctx, [free_port(), free_port()])
-    servers = start_all(specs, ctx, report)
-    try:
-        report.speed = drive(
-            servers,
-            cells,
-            lambda rows: native_body(_MANIFESTS["m"], rows),
-            rounds=ctx.rounds,
-            seconds=ctx.seconds,
-            core=LOAD_CORE,
-        )
+
+    def rss(servers: list[Server]) -> None:
         for server in servers:
             report.rss_mib[server.spec.name] = round(tree_rss_mib(server.proc.pid), 1)
-    finally:
-        for server in servers:
-            server.kill()
+
+    report.speed = _drive_specs(specs, ctx, report, cells, LOAD_CORE, rss)
 
 
 def part_workers(ctx: Context, report: Report, cells: Sequence[Cell], granian: bool) -> None:
@@ -742,25 +759,16 @@ def part_workers(ctx: Context, report: Report, cells: Sequence[Cell], granian: b
     ]
     if granian:
         specs.append(granian_spec("granian-w2", ctx, free_port(), 2, None, {}))
-    servers = start_all(specs, ctx, report)
-    try:
-        report.workers = drive(
-            servers,
-            cells,
-            lambda rows: native_body(_MANIFESTS["m"], rows),
-            rounds=ctx.rounds,
-            seconds=ctx.seconds,
-            core=None,
-        )
+
+    def metrics(servers: list[Server]) -> None:
         body = native_body(_MANIFESTS["m"], 1)
         for server in servers:
             if server.spec.metrics_dir is not None:
                 report.multiprocess_metrics[server.spec.name] = probe_multiprocess_metrics(
                     server, body, 100
                 )
-    finally:
-        for server in servers:
-            server.kill()
+
+    report.workers = _drive_specs(specs, ctx, report, cells, None, metrics)
 
 
 def part_guarantees(ctx: Context, report: Report) -> None:
