@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip==25.3
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[cpu,train,dev,drift]'
+	$(BIN)/pip install --quiet -e '.[cpu,data,train,dev,drift]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -7,6 +7,7 @@ input, 3 not enough rows to judge, 1 anything else; each failure is one line on 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import signal
@@ -29,6 +30,12 @@ from monitoring.drift.settings import (
     parse_duration,
 )
 from service.errors import UsageError
+
+# The jobs import these lazily (start-up stays fast); missing, the root CLI must learn it when it
+# loads this command, so it can name the extras to install instead of failing mid-run.
+for _needed in ("pandas", "pyarrow", "evidently"):
+    if importlib.util.find_spec(_needed) is None:
+        raise ModuleNotFoundError(f"No module named {_needed!r}", name=_needed)
 
 app = typer.Typer(
     name="drift",

@@ -21,12 +21,19 @@ def _root() -> None:
     """Serve deep-ensemble models with calibrated probabilities, intervals and conformal sets."""
 
 
+#: The extras a command needs, where it is more than the extra of its own name: reading logs and
+#: references into frames is the ``data`` extra (pyproject.toml says why it stands apart).
+_EXTRAS = {"train": "cpu,data,train", "drift": "data,drift"}
+
+
 def _unavailable(name: str, missing: str) -> Callable[..., None]:
+    extras = _EXTRAS.get(name, name)
+
     def unavailable(ctx: typer.Context) -> None:
         raise UsageError(
             f"'probserve {name}' needs the Python package {missing}, which is not installed: "
-            f"install the '{name}' extra (pip install 'probserve[{name}]', or "
-            f"pip install -e '.[{name}]' in a checkout)"
+            f"install the extras it needs (pip install 'probserve[{extras}]', or "
+            f"pip install -e '.[{extras}]' in a checkout)"
         )
 
     return unavailable

@@ -77,7 +77,7 @@ def test_missing_extra_is_one_line_naming_the_extra() -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert "'probserve train' needs the Python package torch" in lines[0]
-    assert "probserve[train]" in lines[0]
+    assert "probserve[cpu,data,train]" in lines[0]
 
 
 def test_a_subcommand_exit_code_is_passed_on(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,7 @@
-"""docker/Dockerfile and docker/Dockerfile.gpu: hadolint clean, and what the deployment issue asks.
+"""docker/Dockerfile*: hadolint clean, one image per file, and each image holding only its part.
 
-No Docker engine runs here, so the images are never built in tests: these checks read the
-files (hadolint parses them for real) and check them against the project's own settings.
+These checks read the files (hadolint parses them for real) and check them against the
+project's own settings; tests/deploy/test_stack.py builds the CPU images with a real engine.
 """
 
 from __future__ import annotations
@@ -25,10 +25,40 @@ from tests.deploy.helpers import (
 DOCKERFILES = sorted((ROOT / "docker").glob("Dockerfile*"))
 CPU = ROOT / "docker" / "Dockerfile"
 GPU = ROOT / "docker" / "Dockerfile.gpu"
+MONITOR = ROOT / "docker" / "Dockerfile.monitor"
+TRAINER = ROOT / "docker" / "Dockerfile.trainer"
+#: The images that run `probserve serve`.
+SERVICE = [CPU, GPU]
 
 
-def test_both_dockerfiles_exist() -> None:
-    assert [p.name for p in DOCKERFILES] == ["Dockerfile", "Dockerfile.gpu"]
+def test_every_dockerfile_exists() -> None:
+    assert [p.name for p in DOCKERFILES] == [
+        "Dockerfile",
+        "Dockerfile.gpu",
+        "Dockerfile.monitor",
+        "Dockerfile.trainer",
+    ]
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_one_image_per_file_so_the_classic_builder_builds_nothing_else(path: Path) -> None:
+    # The classic builder (a Docker without buildx) builds every stage of a file before the
+    # target: a stage the final image does not copy from would be built for nothing (the torch
+    # stages once made the service image need PyTorch's index).
+    dockerfile = read_dockerfile(path)
+    final = _final(dockerfile)
+    used = {final.name}
+    for stage in reversed(dockerfile.stages):
+        if stage.name in used:
+            for copy in stage.all("COPY"):
+                match = re.search(r"--from=(\S+)", copy.value)
+                if match:
+                    used.add(match.group(1))
+            used.add(dockerfile.resolve(stage.base))
+    unused = [s.name for s in dockerfile.stages if s.name not in used]
+    assert not unused, f"{path.name}: stages no image copies from: {unused}"
+    # A `# syntax=` line makes BuildKit pull a frontend image from a registry.
+    assert not path.read_text().startswith("# syntax="), path.name
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
@@ -75,7 +105,7 @@ def test_bases_are_pinned_to_exact_tags(path: Path) -> None:
         )
 
 
-@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SERVICE, ids=lambda p: p.name)
 def test_final_image_runs_the_service_as_non_root(path: Path) -> None:
     final = _final(read_dockerfile(path))
     assert final.name == "runtime"
@@ -102,7 +132,7 @@ def test_final_image_has_no_compilers_or_package_installs(path: Path) -> None:
     assert any(c.startswith("--from=builder /opt/venv") for c in copies)
 
 
-@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SERVICE, ids=lambda p: p.name)
 def test_image_environment_is_real_service_settings(path: Path) -> None:
     final = _final(read_dockerfile(path))
     env = env_assignments(final)
@@ -112,24 +142,44 @@ def test_image_environment_is_real_service_settings(path: Path) -> None:
     assert env["PROBSERVE_MODEL_REPOSITORY"] == "/models"
 
 
-def test_images_install_only_the_serving_extras() -> None:
-    cpu = read_dockerfile(CPU)
-    gpu = read_dockerfile(GPU)
-    assert "'.[cpu,drift]'" in " ".join(r.value for r in cpu.stage("builder").all("RUN"))
-    assert "'.[gpu,drift]'" in " ".join(r.value for r in gpu.stage("builder").all("RUN"))
-    for dockerfile in (cpu, gpu):
-        runs = " ".join(r.value for r in dockerfile.stage("builder").all("RUN"))
-        assert "train" not in runs and "torch" not in runs
+def test_service_images_install_only_the_serving_extras() -> None:
+    for path, extras in [(CPU, "'.[cpu]'"), (GPU, "'.[gpu]'")]:
+        runs = " ".join(r.value for s in read_dockerfile(path).stages for r in s.all("RUN"))
+        installs = " ".join(re.findall(r"pip install[^&;]*", runs))
+        assert extras in installs, f"{path.name} does not install {extras}"
+        for heavy in ["train", "torch", "drift", "data"]:
+            assert heavy not in installs, f"{path.name} installs {heavy}"
 
 
-def test_cpu_dockerfile_has_a_trainer_target_with_cpu_torch() -> None:
-    dockerfile = read_dockerfile(CPU)
-    runs = " ".join(r.value for r in dockerfile.stage("trainer-builder").all("RUN"))
-    assert "--index-url https://download.pytorch.org/whl/cpu torch==" in runs
-    assert "'.[cpu,train]'" in runs
-    trainer = dockerfile.stage("trainer")
+def test_monitor_image_runs_drift_and_has_no_model_runtime() -> None:
+    dockerfile = read_dockerfile(MONITOR)
+    runs = " ".join(r.value for r in dockerfile.stage("builder").all("RUN"))
+    assert "'.[data,drift]'" in runs
+    assert "cpu" not in runs and "torch" not in runs
+    final = _final(dockerfile)
+    (user,) = final.all("USER")
+    assert user.value.split(":")[0] not in {"0", "root"}
+    (entrypoint,) = final.all("ENTRYPOINT")
+    assert entrypoint.value == '["probserve", "drift"]'
+    env = env_assignments(final)
+    assert env["DO_NOT_TRACK"] == "1"
+    (healthcheck,) = final.all("HEALTHCHECK")
+    # `drift serve --port` reads PROBSERVE_PORT; 9108 is the port the compose file gives it.
+    assert "PROBSERVE_PORT" in healthcheck.value and "'9108'" in healthcheck.value
+
+
+def test_trainer_installs_cpu_torch_from_its_index_or_handed_in_wheels() -> None:
+    dockerfile = read_dockerfile(TRAINER)
+    builder = dockerfile.stage("builder")
+    runs = " ".join(r.value for r in builder.all("RUN"))
+    (arg,) = [a.value for a in builder.all("ARG") if a.value.startswith("TORCH_INDEX_URL")]
+    assert arg == "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"
+    assert '--index-url "$TORCH_INDEX_URL" torch==' in runs
+    assert "--no-index --find-links /wheels torch==" in runs
+    assert "'.[cpu,data,train]'" in runs
+    trainer = _final(dockerfile)
     (user,) = trainer.all("USER")
-    assert user.value == _final(dockerfile).all("USER")[0].value  # same owner of /models
+    assert user.value == _final(read_dockerfile(CPU)).all("USER")[0].value  # owner of /models
     (entrypoint,) = trainer.all("ENTRYPOINT")
     assert "train-if-empty" in entrypoint.value
     script = (ROOT / "docker" / "train-if-empty.sh").read_text()
@@ -139,7 +189,7 @@ def test_cpu_dockerfile_has_a_trainer_target_with_cpu_torch() -> None:
 def test_torch_pin_in_the_trainer_matches_pyproject() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     (pin,) = re.findall(r'"torch==([\w.]+)"', pyproject)
-    assert f"torch=={pin}" in CPU.read_text()
+    assert f"torch=={pin}" in TRAINER.read_text()
 
 
 def test_gpu_image_states_its_cuda_pairing_and_uses_onnxruntime_gpu_pin() -> None:

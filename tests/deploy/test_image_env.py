@@ -1,10 +1,11 @@
 """The service image's Python environment, rebuilt here: exactly what docker/Dockerfile installs.
 
 No Docker engine runs on these machines, so this test does what the image's builder stage does
-(copy pyproject.toml, README.md, service/, training/, monitoring/; `pip install '.[cpu,drift]'`
+(copy pyproject.toml, README.md, service/, training/, monitoring/; `pip install '.[cpu]'`
 into a fresh virtual environment) and then runs the image's commands from that environment:
-`probserve serve` answers /healthz, `probserve drift run --help` works, and `probserve train`
-(whose extra the image lacks) says in one line which extra to install and exits 2.
+`probserve serve` answers /healthz, and `probserve train` and `probserve drift` (whose extras
+live in the trainer and monitor images) each say in one line which extras to install and exit 2.
+Where a Docker engine runs, tests/deploy/test_stack.py builds the real images.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def test_sources_are_what_the_builder_stage_copies() -> None:
 
 @pytest.fixture(scope="module")
 def image_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A virtual environment with `pip install '.[cpu,drift]'`; returns its bin directory."""
+    """A virtual environment with `pip install '.[cpu]'`; returns its bin directory."""
     base = tmp_path_factory.mktemp("image")
     source = base / "src"
     source.mkdir()
@@ -58,7 +59,7 @@ def image_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = subprocess.run(
         # --no-compile: the same packages, without byte-compiling them (half the install time
         # on a busy 2-core machine; the image compiles them, which changes nothing tested here).
-        [*pip, "install", "--no-compile", ".[cpu,drift]"],
+        [*pip, "install", "--no-compile", ".[cpu]"],
         cwd=source,
         capture_output=True,
         text=True,
@@ -71,53 +72,43 @@ def image_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-def test_image_env_has_no_torch_or_matplotlib(image_env: Path) -> None:
+def test_image_env_holds_only_what_serve_needs(image_env: Path) -> None:
+    heavy = ("torch", "matplotlib", "evidently", "sklearn", "pandas", "pyarrow", "scipy")
     code = (
         "import importlib.util as u; "
-        "print(' '.join(m for m in ('torch', 'matplotlib', 'onnxruntime', 'evidently')"
-        " if u.find_spec(m)))"
+        f"print(' '.join(m for m in ('onnxruntime',) + {heavy!r} if u.find_spec(m)))"
     )
     found = subprocess.run(
         [str(image_env / "python"), "-c", code], capture_output=True, text=True, timeout=60
     )
-    assert found.stdout.split() == ["onnxruntime", "evidently"], found.stderr
-    # scikit-learn is there only because Evidently requires it (the drift extra), not for us.
-    code = (
-        "from importlib.metadata import requires; "
-        "print(any(r.startswith('scikit-learn') for r in requires('evidently')))"
-    )
-    evidently = subprocess.run(
-        [str(image_env / "python"), "-c", code], capture_output=True, text=True, timeout=60
-    )
-    assert evidently.stdout.strip() == "True", evidently.stderr
+    assert found.stdout.split() == ["onnxruntime"], found.stderr
 
 
 @pytest.mark.slow
-def test_train_names_the_extra_to_install(image_env: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("argv", "extras"),
+    [
+        (["train", "--data", "breast_cancer", "--name", "demo"], "probserve[cpu,data,train]"),
+        (["drift", "run", "--model", "demo"], "probserve[data,drift]"),
+    ],
+)
+def test_commands_of_other_images_name_their_extras(
+    image_env: Path, tmp_path: Path, argv: list[str], extras: str
+) -> None:
     result = subprocess.run(
-        [str(image_env / "probserve"), "train", "--data", "breast_cancer", "--name", "demo",
-         "--model-repository", str(tmp_path / "models")],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
-    assert len(lines) == 1, lines
-    assert "'train' extra" in lines[0] and "probserve[train]" in lines[0]
-    assert "Traceback" not in result.stderr
-
-
-@pytest.mark.slow
-def test_drift_run_is_available(image_env: Path, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [str(image_env / "probserve"), "drift", "run", "--help"],
+        [str(image_env / "probserve"), *argv],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=tmp_path,
         env={**os.environ, "DO_NOT_TRACK": "1"},
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "--model" in result.stdout
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert f"'probserve {argv[0]}' needs the Python package" in lines[0]
+    assert extras in lines[0]
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
