@@ -352,7 +352,8 @@ def test_images_are_the_ones_compose_builds(cpu: Objects, gpu: Objects) -> None:
     assert container(gpu, "probserve")["image"] == services["probserve-gpu"]["image"]
     for objects in (cpu, gpu):
         assert (
-            container(objects, "probserve-drift-monitor")["image"] == services["probserve"]["image"]
+            container(objects, "probserve-drift-monitor")["image"]
+            == services["drift-monitor"]["image"]
         )
 
 
