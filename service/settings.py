@@ -119,7 +119,9 @@ class Settings(BaseSettings):
     )
     admin_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token for model control; unset turns model control off (403).",
+        description=(
+            "Bearer token for model control; unset or empty turns model control off (403)."
+        ),
     )
     version_policy: str = Field(
         default="latest:1",
@@ -241,6 +243,15 @@ class Settings(BaseSettings):
                 f"({self.max_rows_per_request}), or the largest requests could never be queued"
             )
         return self
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_token_is_no_token(cls, value: object) -> object:
+        # An empty token (compose's `${PROBSERVE_ADMIN_TOKEN:-}`) must switch model control
+        # off: left as "", the header "Bearer " would match it.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @field_validator("prediction_log_url")
     @classmethod

@@ -214,15 +214,36 @@ def env_assignments(stage: Stage) -> dict[str, str]:
 
 # -- docker-compose.yml ---------------------------------------------------------------------------
 
-_VARIABLE = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
+_VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+
+#: What a user's .env must give the compose file (it refuses to start without them); the static
+#: checks interpolate with these stand-in values.
+REQUIRED_SECRETS = {"POSTGRES_PASSWORD": "pg-secret", "GRAFANA_ADMIN_PASSWORD": "gf-secret"}
+
+
+class MissingVariable(ValueError):
+    """A ``${VAR:?message}`` the environment does not give: compose refuses the file."""
 
 
 def interpolate(value: str, environment: dict[str, str] | None = None) -> str:
-    """Compose's ``${VAR}`` / ``${VAR:-default}`` substitution (``$$`` is a literal ``$``)."""
+    """Compose's substitution: ``${VAR}``, ``${VAR:-default}`` / ``${VAR-default}`` and
+    ``${VAR:?error}`` / ``${VAR?error}`` (MissingVariable); ``$$`` is a literal ``$``."""
     env = environment or {}
     marker = "\0"
+
+    def substitute(match: re.Match[str]) -> str:
+        name, operator, argument = match.group(1), match.group(2), match.group(3) or ""
+        given = env.get(name)
+        # With a colon, empty counts as unset; without one, only unset does.
+        unset = given is None or (given == "" and bool(operator) and operator.startswith(":"))
+        if not unset:
+            return str(given)
+        if operator and operator.endswith("?"):
+            raise MissingVariable(f"{name}: {argument}")
+        return argument if operator else ""
+
     text = value.replace("$$", marker)
-    text = _VARIABLE.sub(lambda m: env.get(m.group(1), m.group(2) or ""), text)
+    text = _VARIABLE.sub(substitute, text)
     return text.replace(marker, "$")
 
 
@@ -252,4 +273,4 @@ def environment_of(service: dict[str, Any]) -> dict[str, str]:
     if isinstance(env, list):
         pairs = [item.partition("=") for item in env]
         env = {k: v for k, _, v in pairs}
-    return {str(k): interpolate(str(v)) for k, v in env.items()}
+    return {str(k): interpolate(str(v), REQUIRED_SECRETS) for k, v in env.items()}

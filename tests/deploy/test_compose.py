@@ -1,8 +1,9 @@
 """docker-compose.yml and .env.example: valid compose, real paths, real settings, agreeing ports.
 
-No Docker engine runs here: the file is validated against the compose specification with
-check-jsonschema's built-in schema, and everything it refers to is checked against the files and
-settings classes it names. The agreement test reads monitoring/prometheus/prometheus.yml and the
+The file is validated against the compose specification with check-jsonschema's built-in
+schema, and everything it refers to is checked against the files and settings classes it names;
+tests/deploy/test_stack.py runs the stack itself where a Docker engine answers. The agreement
+test reads monitoring/prometheus/prometheus.yml and the
 Grafana provisioning; when those files are missing it fails (they are part of the stack).
 """
 
@@ -19,6 +20,7 @@ import yaml
 
 from tests.deploy.helpers import (
     ROOT,
+    MissingVariable,
     as_list,
     command_flags,
     compose_variables,
@@ -41,7 +43,6 @@ CONTAINER_PORTS = {
     "pushgateway": 9091,
     "prometheus": 9090,
     "grafana": 3000,
-    "postgres": 5432,
     "evidently-ui": 8000,
     "probserve-gpu": 8000,
 }
@@ -69,7 +70,7 @@ def test_compose_file_validates_against_the_compose_specification() -> None:
 
 
 def test_the_stack_has_every_service(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {*CONTAINER_PORTS, "trainer", "loadgen"}
+    assert set(services) == {*CONTAINER_PORTS, "postgres", "trainer", "loadgen"}
     assert services["loadgen"]["profiles"] == ["loadgen"]
     assert services["probserve-gpu"]["profiles"] == ["gpu"]
     # Everything else comes up with a plain `docker compose up`.
@@ -77,12 +78,13 @@ def test_the_stack_has_every_service(services: dict[str, dict[str, Any]]) -> Non
     assert plain == set(services) - {"loadgen", "probserve-gpu"}
 
 
-def _published(service: dict[str, Any]) -> dict[int, int]:
-    """container port -> host port of a service's `ports` (short "HOST:CONTAINER" form)."""
+def _published(service: dict[str, Any], env: dict[str, str] | None = None) -> dict[int, str]:
+    """container port -> "HOST_IP:HOST_PORT" of a service's `ports` (short form), interpolated."""
     mapping = {}
     for entry in service.get("ports", []):
-        host, _, container = str(entry).rpartition(":")
-        mapping[int(container)] = int(host)
+        text = interpolate(str(entry), env)
+        host, _, container = text.rpartition(":")
+        mapping[int(container)] = host
     return mapping
 
 
@@ -91,7 +93,62 @@ def test_ports_are_the_documented_ones(services: dict[str, dict[str, Any]]) -> N
         assert port in _published(services[name]), f"{name} does not publish {port}"
     hosts = [h for s in services.values() for h in _published(s).values()]
     assert len(hosts) == len(set(hosts)), "two services publish the same host port"
-    assert _published(services["evidently-ui"]) == {8000: 8001}
+    assert _published(services["evidently-ui"]) == {8000: "127.0.0.1:8001"}
+
+
+def test_ports_are_published_on_loopback_unless_the_user_says_otherwise(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # A port published without an address listens on every interface of the laptop.
+    for name, service in services.items():
+        for entry in service.get("ports", []):
+            published = interpolate(str(entry))
+            assert published.count(":") == 2, f"{name}: {entry} names no host address"
+        for container, host in _published(service).items():
+            assert host.startswith("127.0.0.1:"), f"{name}: {container} published on {host}"
+        # One variable moves them all, for a user who means to expose the stack.
+        for host in _published(service, {"PUBLISH_HOST": "0.0.0.0"}).values():
+            assert host.startswith("0.0.0.0:"), f"{name}: {host} ignores PUBLISH_HOST"
+    # The prediction log's database is reached by the stack only, never from outside.
+    assert "ports" not in services["postgres"]
+
+
+#: A variable holds a secret when its name says so.
+_SECRET = re.compile(r"PASSWORD|TOKEN|SECRET")
+
+
+def test_no_secret_has_a_working_default() -> None:
+    text = COMPOSE.read_text()
+    secrets = {name for name in compose_variables(text) if _SECRET.search(name)}
+    assert secrets == {"POSTGRES_PASSWORD", "PROBSERVE_ADMIN_TOKEN", "GRAFANA_ADMIN_PASSWORD"}
+    for match in re.finditer(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}", text):
+        name, operator, default = match.groups()
+        if name not in secrets:
+            continue
+        # Either required (compose refuses to start without it) or empty by default.
+        assert operator == ":?" or (operator == ":-" and not default), f"{match.group(0)}"
+    # Without the required secrets `docker compose up` refuses, naming what to set.
+    with pytest.raises(MissingVariable, match=r"POSTGRES_PASSWORD: set POSTGRES_PASSWORD in \.env"):
+        interpolate(text, {"GRAFANA_ADMIN_PASSWORD": "x"})
+    with pytest.raises(MissingVariable, match="GRAFANA_ADMIN_PASSWORD"):
+        interpolate(text, {"POSTGRES_PASSWORD": "x"})
+    # No literal password sits in the file either (a URL with user:password@).
+    assert not re.search(r"://\w+:\w+@", text)
+    # .env.example gives no secret a value a user could leave as it is.
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        name, _, value = line.partition("=")
+        if not line.startswith("#") and _SECRET.search(name):
+            assert value == "", f".env.example gives {name} a value: {value!r}"
+
+
+def test_the_admin_token_defaults_to_empty_which_turns_model_control_off(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    from service.settings import Settings
+
+    token = environment_of(services["probserve"])["PROBSERVE_ADMIN_TOKEN"]
+    assert token == ""
+    assert Settings(admin_token=token).admin_token_value() is None
 
 
 def test_mounted_paths_and_build_contexts_exist(services: dict[str, dict[str, Any]]) -> None:
@@ -184,7 +241,7 @@ def test_service_uses_postgres_and_waits_for_trainer_and_database(
         assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
         url = urlsplit(environment_of(service)["PROBSERVE_PREDICTION_LOG_URL"])
         assert url.scheme == "postgresql"
-        assert (url.hostname, url.port) == ("postgres", CONTAINER_PORTS["postgres"])
+        assert (url.hostname, url.port) == ("postgres", 5432)
     postgres = services["postgres"]
     env = environment_of(postgres)
     url = urlsplit(environment_of(services["probserve"])["PROBSERVE_PREDICTION_LOG_URL"])
@@ -322,6 +379,11 @@ def test_interpolation_helper_follows_compose_rules() -> None:
     # The helper the tests above lean on: ${VAR:-default}, ${VAR} and $$ as compose reads them.
     assert interpolate("${A:-x}/${B}/$$C", {"B": "b"}) == "x/b/$C"
     assert interpolate("${A:-x}", {"A": "a"}) == "a"
+    assert interpolate("${A:-x}|${A-x}", {"A": ""}) == "x|"
+    assert interpolate("${A:?gone}", {"A": "a"}) == "a"
+    with pytest.raises(MissingVariable, match="A: gone"):
+        interpolate("${A:?gone}", {"A": ""})
+    assert interpolate("${A?gone}", {"A": ""}) == ""
 
 
 def test_every_flag_passed_to_probserve_is_an_option_of_that_command(

@@ -43,6 +43,16 @@ def test_documented_defaults() -> None:
     assert s.provider_list is None
 
 
+@pytest.mark.parametrize("empty", ["", "   "])
+def test_an_empty_admin_token_turns_model_control_off(
+    monkeypatch: pytest.MonkeyPatch, empty: str
+) -> None:
+    # compose passes `${PROBSERVE_ADMIN_TOKEN:-}`: kept as "", "Authorization: Bearer " matched it.
+    monkeypatch.setenv("PROBSERVE_ADMIN_TOKEN", empty)
+    s = Settings()
+    assert s.admin_token is None and s.admin_token_value() is None
+
+
 def test_environment_and_explicit_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROBSERVE_PORT", "9001")
     monkeypatch.setenv("PROBSERVE_PROVIDERS", "cuda, cpu")
