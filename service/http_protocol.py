@@ -9,6 +9,13 @@ whole graceful period) for ever. Here every connection is cut when:
 * its body is not complete ``body_timeout_s + size / body_min_bytes_per_s`` after the headers,
   the size being the announced Content-Length capped at the body limit (chunked: the limit).
 
+A request line plus header block past ``max_header_bytes`` is answered 431 and the connection
+closed, as nginx and Triton refuse theirs: counted while it arrives, so a client streaming
+endless headers holds no more than the bound. An answer for a client that has gone (it closed
+the connection, or a malformed request among its pipelined ones closed it) is dropped and
+counted, never raised: a peer that leaves is normal, and a traceback per request would let any
+client flood the log.
+
 And when the app answers before the body was read (a 413), the connection is not slammed shut
 on unread bytes, which makes the kernel reset it and the client (Python's ``urllib``, which sends
 the whole body before reading) lose the answer. As nginx does, the server half-closes, reads and
@@ -31,7 +38,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from service.load import ACTIVE_REQUESTS
+from service.load import ACTIVE_REQUESTS, CONNECTION_FAULTS
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -48,6 +55,7 @@ class ConnectionLimits:
     body_timeout_s: float
     body_min_bytes_per_s: int
     max_body_bytes: int
+    max_header_bytes: int = 64 * 1024
     linger_s: float = LINGER_S
 
     @property
@@ -66,6 +74,7 @@ class ConnectionLimits:
             body_timeout_s=settings.body_timeout_s,
             body_min_bytes_per_s=settings.body_min_bytes_per_s,
             max_body_bytes=settings.max_request_bytes,
+            max_header_bytes=settings.max_header_bytes,
         )
 
 
@@ -112,6 +121,9 @@ class _CycleTransport:
         if self._flush_soon is not None:
             self._flush_soon.cancel()
             self._flush_soon = None
+        if self._transport.is_closing():
+            CONNECTION_FAULTS.client_gone += 1
+            return
         self._transport.writelines((held, data))  # one writev, no copy
 
     def flush(self) -> None:
@@ -122,7 +134,9 @@ class _CycleTransport:
             if self._flush_soon is not None:
                 self._flush_soon.cancel()
                 self._flush_soon = None
-            if not self._transport.is_closing():
+            if self._transport.is_closing():
+                CONNECTION_FAULTS.client_gone += 1
+            else:
                 self._transport.write(held)
 
     def write_eof(self) -> None:
@@ -139,6 +153,22 @@ class _CycleTransport:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
+
+def _headers_too_large_answer() -> bytes:
+    body = (
+        b'{"error":"request header fields too large: the request line and headers exceed the '
+        b'server\'s max_header_bytes","type":"headers_too_large"}'
+    )
+    head = (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        b"content-type: application/json\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
+    )
+    return head + body
+
+
+#: The whole 431 answer; the service's error module is not imported here (see the module doc).
+_HEADERS_TOO_LARGE = _headers_too_large_answer()
 
 #: Where a connection's current request is; a deadline is armed when the phase changes.
 _WAITING, _HEADERS, _BODY, _DONE = range(4)
@@ -174,6 +204,12 @@ class HardenedProtocol(HttpToolsProtocol):
         self._discarded = 0
         self._view: _CycleTransport | None = None
         self._counted_app = functools.partial(_counted, self.app)  # one per connection
+        #: Bytes of the current request's line and headers the parser handed over (exact), and
+        #: the raw bytes of reads that began and ended inside the header block (what the
+        #: parser holds of a header it has not finished).
+        self._header_bytes = 0
+        self._header_bytes_raw = 0
+        self._oversized = False
 
     @property
     def _body_due(self) -> bool:
@@ -216,8 +252,42 @@ class HardenedProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._phase = _HEADERS
         self._phase_changed = True
+        self._header_bytes = 0
+        self._header_bytes_raw = 0
+
+    # -- header limit ----------------------------------------------------------------------------
+    # Once over the limit the request is dropped from the parser's callbacks on (no cycle, no
+    # app call) and data_received answers 431 when the parser returns.
+
+    def _count_header_bytes(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > self.limits.max_header_bytes:
+            self._oversized = True
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        if not self._oversized:
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + 4)  # ": " and CRLF
+        if not self._oversized:
+            super().on_header(name, value)
+
+    def on_body(self, body: bytes) -> None:
+        if not self._oversized:
+            super().on_body(body)
+
+    def _refuse_oversized_headers(self) -> None:
+        CONNECTION_FAULTS.headers_too_large += 1
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.write(_HEADERS_TOO_LARGE)
+            self.transport.close()
 
     def on_headers_complete(self) -> None:
+        if self._oversized:
+            return
         super().on_headers_complete()
         self._phase = _BODY
         self._phase_changed = True
@@ -226,6 +296,8 @@ class HardenedProtocol(HttpToolsProtocol):
             self.cycle.transport = cast(asyncio.Transport, self._view)
 
     def on_message_complete(self) -> None:
+        if self._oversized:
+            return
         super().on_message_complete()
         self._phase = _DONE
         self._phase_changed = True
@@ -265,8 +337,20 @@ class HardenedProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self._oversized:
+            return  # refused; the connection is closing
         if not self._lingering:
+            continuing = self._phase == _HEADERS
             super().data_received(data)
+            if continuing and self._phase == _HEADERS:
+                # The whole read lies inside one header block. (The first read of a block is
+                # counted by the parser's callbacks only: at most one read's worth unseen.)
+                self._header_bytes_raw += len(data)
+                if self._header_bytes_raw > self.limits.max_header_bytes:
+                    self._oversized = True
+            if self._oversized:
+                self._refuse_oversized_headers()
+                return
             if self._phase_changed and not self._lingering:
                 self._deadline_for_phase()
             return

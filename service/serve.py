@@ -120,6 +120,10 @@ def serve(
     body_timeout_s: Annotated[
         float | None, _opt("Base seconds to send a body (default 10).", "BODY_TIMEOUT_S")
     ] = None,
+    max_header_bytes: Annotated[
+        int | None,
+        _opt("Largest request header block (default 65536 B; bigger: 431).", "MAX_HEADER_BYTES"),
+    ] = None,
     body_min_bytes_per_s: Annotated[
         int | None,
         _opt("Slowest upload rate allowed for (default 262144 B/s).", "BODY_MIN_BYTES_PER_S"),

@@ -190,6 +190,15 @@ class Settings(BaseSettings):
             "body size (announced, capped at max_request_bytes) over body_min_bytes_per_s."
         ),
     )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description=(
+            "Largest request line plus header block accepted (bigger: 431 and the connection "
+            "closes)."
+        ),
+    )
     body_min_bytes_per_s: int = Field(
         default=256 * 1024,
         ge=1024,

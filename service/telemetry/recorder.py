@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from service.batching import BatchStats
+from service.load import CONNECTION_FAULTS
 from service.telemetry.events import PredictionServed, RequestDone, Telemetry
 from service.telemetry.metrics import ServiceMetrics, observe_many
 from service.types import ModelHandle, PredictionResult
@@ -51,6 +52,8 @@ class ServiceTelemetry(Telemetry):
         self._batch_series: dict[tuple[str, int], tuple[Any, Any]] = {}
         #: outcome -> the log-rows child (the writer counts every request's rows).
         self._log_rows: dict[str, Any] = {}
+        #: The connection faults already folded into probserve_errors_total.
+        self._faults_folded = {"client_gone": 0, "headers_too_large": 0}
 
     def _version(self, version: int | None) -> str:
         if version is None:
@@ -188,7 +191,25 @@ class ServiceTelemetry(Telemetry):
 
     def render_metrics(self) -> tuple[bytes, str] | None:
         """The exposition of this app's metrics (every worker's, in multiprocess mode)."""
-        return None if self.metrics is None else self.metrics.render()
+        if self.metrics is None:
+            return None
+        self.fold_connection_faults()
+        return self.metrics.render()
+
+    def fold_connection_faults(self) -> None:
+        """Add what the HTTP protocol counted since the last fold to probserve_errors_total.
+
+        The protocol counts in plain integers (it runs below the app and imports no metrics);
+        the faults belong to no model, so their ``model`` label is empty.
+        """
+        m = self.metrics
+        if m is None:
+            return
+        for kind, folded in self._faults_folded.items():
+            now = getattr(CONNECTION_FAULTS, kind)
+            if now > folded:
+                m.errors.labels("", kind).inc(now - folded)
+                self._faults_folded[kind] = now
 
     async def record_feedback(
         self, model: str, labels: Sequence[FeedbackLabel], classes: Sequence[str]

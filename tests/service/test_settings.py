@@ -36,6 +36,7 @@ def test_documented_defaults() -> None:
     assert (s.host, s.port, s.workers, s.providers) == ("127.0.0.1", 8000, 1, "auto")
     assert s.confidence_level == 0.95
     assert s.max_request_bytes == 8 * 1024 * 1024
+    assert s.max_header_bytes == 64 * 1024  # nginx refuses past 4 x 8 KiB, Triton tens of KiB
     assert s.admin_token is None and s.admin_token_value() is None
     assert s.version_policy == "latest:1" and s.latest_versions == 1
     assert s.poll_interval_s == 10
