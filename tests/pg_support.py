@@ -88,12 +88,14 @@ class PostgresServer:
         """pg_ctl stop (``fast``: connections are cut, as in an outage)."""
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
-    def create_database(self, name: str) -> str:
-        """A new empty database (one per test on a shared cluster); its URL."""
+    def create_database(self, name: str, encoding: str | None = None) -> str:
+        """A new empty database (one per test on a shared cluster), in the cluster's encoding
+        or ``encoding`` (SQL_ASCII is what a cluster made without a locale has); its URL."""
         import psycopg
 
+        options = f" ENCODING '{encoding}' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"
         with psycopg.connect(self.url, autocommit=True) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"'.encode())
+            connection.execute(f'CREATE DATABASE "{name}"{options if encoding else ""}'.encode())
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
     def running(self) -> bool:

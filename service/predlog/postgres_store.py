@@ -26,6 +26,10 @@ T = TypeVar("T")
 
 #: Seconds to wait for a connection before the batch is spooled (the writer thread blocks).
 CONNECT_TIMEOUT_S = 3
+#: Every connection of the log, writing or reading, talks UTF-8 whatever the database's own
+#: encoding: a database made without a locale is SQL_ASCII, where psycopg would hand text
+#: columns back as bytes and could not send a non-ASCII category at all.
+CLIENT_ENCODING = "UTF8"
 #: Arbitrary advisory-lock key: workers starting together migrate the layout once.
 MIGRATION_LOCK = 0x70726564  # "pred"
 
@@ -60,7 +64,9 @@ class PostgresStore:
         try:
             # One direct attempt first: a refused connection fails at once here, where the
             # pool would keep retrying until its timeout while the writer thread waits.
-            psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT_S).close()
+            psycopg.connect(
+                self._dsn, connect_timeout=CONNECT_TIMEOUT_S, client_encoding=CLIENT_ENCODING
+            ).close()
         except psycopg.Error as exc:
             raise StoreUnavailable(f"PostgreSQL at {self.where}: {_first_line(exc)}") from exc
         with self._lock:
@@ -72,7 +78,7 @@ class PostgresStore:
                 max_size=4,
                 open=False,
                 timeout=CONNECT_TIMEOUT_S,
-                kwargs={"connect_timeout": CONNECT_TIMEOUT_S},
+                kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "client_encoding": CLIENT_ENCODING},
                 check=ConnectionPool.check_connection,
                 name="probserve-prediction-log",
             )

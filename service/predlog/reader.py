@@ -22,7 +22,7 @@ import psycopg
 from numpy.typing import NDArray
 
 from service.bundle.manifest import REFERENCE_PROBABILITY_PREFIX
-from service.predlog.postgres_store import describe
+from service.predlog.postgres_store import CLIENT_ENCODING, describe
 from service.predlog.urls import parse_log_url
 
 BASE_COLUMNS = (
@@ -93,7 +93,7 @@ def _chunks_sqlite(path: str, sql: str, args: list[object]) -> Iterator[list[tup
 
 def _chunks_postgres(dsn: str, sql: str, args: list[object]) -> Iterator[list[tuple[Any, ...]]]:
     try:
-        connection = psycopg.connect(dsn, connect_timeout=10)
+        connection = psycopg.connect(dsn, connect_timeout=10, client_encoding=CLIENT_ENCODING)
     except psycopg.Error as exc:
         raise ValueError(f"cannot connect to PostgreSQL at {describe(dsn)}") from exc
     with connection, connection.cursor(name="predlog_window") as cursor:

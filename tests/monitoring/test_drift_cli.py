@@ -1,10 +1,13 @@
-"""``probserve drift run`` end to end: a SQLite log written by service.predlog's own writer."""
+"""``probserve drift run`` end to end: a log written by service.predlog's own writer, in SQLite and
+(for the full run) in a real PostgreSQL whose database has no locale (SQL_ASCII)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,12 +17,28 @@ from prometheus_client import generate_latest
 from monitoring.drift.monitor import Monitor
 from monitoring.drift.reading import read_baseline
 from monitoring.drift.settings import DriftSettings
+from service import predlog
 from service.bundle import write_manifest
 from service.cli import main
 from tests.monitoring.conftest import CLASSES_PREFIX, DriftBundle
+from tests.pg_support import PostgresServer, running_postgres
 from tests.support import free_port
 
-predlog = pytest.importorskip("service.predlog")
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster for the module; each test that uses it makes its own database."""
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql-sql-ascii"])
+def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty prediction log in each store the drift job reads."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'log.sqlite'}"
+    pg: PostgresServer = request.getfixturevalue("pg")
+    return pg.create_database(request.node.name.lower(), "SQL_ASCII")
 
 
 def write_log(bundle: DriftBundle, url: str, window: pd.DataFrame, spool: Path) -> None:
@@ -30,7 +49,7 @@ def write_log(bundle: DriftBundle, url: str, window: pd.DataFrame, spool: Path) 
         classes = bundle.manifest.classes
         probs = window[[f"{CLASSES_PREFIX}{c}" for c in classes]].to_numpy()
         for i, row in window.iterrows():
-            features = {
+            features: dict[str, Any] = {
                 name: [None if pd.isna(row[name]) else row[name]]
                 for name in bundle.manifest.feature_names
             }
@@ -110,9 +129,9 @@ def _args(bundle: DriftBundle, url: str, tmp_path: Path, *extra: str) -> list[st
 
 @pytest.mark.slow
 def test_run_writes_report_summary_and_workspace(
-    drift_bundle: DriftBundle, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    drift_bundle: DriftBundle, tmp_path: Path, capfd: pytest.CaptureFixture[str], log_url: str
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    url = log_url
     window = drift_bundle.log_window(np.random.default_rng(3), 300, x1_shift=1.0, labelled=80)
     write_log(drift_bundle, url, window, tmp_path / "spool")
     done = drift(capfd, *_args(drift_bundle, url, tmp_path))

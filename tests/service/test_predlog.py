@@ -1,4 +1,8 @@
-"""The prediction log against real SQLite files: rows, reader, feedback, queue, spool, retention."""
+"""The prediction log against real SQLite files: rows, reader, feedback, queue, spool, retention.
+
+The write-read round trips also run against a real PostgreSQL, in a UTF-8 database and in a
+SQL_ASCII one (what a cluster made without a locale has), through the same reader.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import json
 import sqlite3
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,7 @@ from service.predlog.record import record_rows, records_rows
 from service.predlog.schema import COLUMN_NAMES, create_sqlite, insert_sql
 from service.predlog.spool import Spool
 from service.predlog.urls import LogLocation
+from tests.pg_support import PostgresServer, running_postgres
 
 
 def record(
@@ -53,6 +59,23 @@ def record(
         confidence_level=0.9,
         latency_s=0.002,
     )
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    """One cluster for the module (initdb costs seconds); each test gets its own database."""
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql-sql-ascii"])
+def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty prediction log in each store the reader serves."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/p.sqlite"
+    pg: PostgresServer = request.getfixturevalue("pg")
+    encoding = "SQL_ASCII" if request.param.endswith("ascii") else None
+    return pg.create_database(request.node.name.lower(), encoding)
 
 
 class Outcomes:
@@ -148,8 +171,8 @@ def test_record_rows_hand_computed() -> None:
 # -- write, read, feedback ------------------------------------------------------------------------
 
 
-def test_round_trip_window_and_feedback(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/p.sqlite"
+def test_round_trip_window_and_feedback(tmp_path: Path, log_url: str) -> None:
+    url = log_url
     outcomes = Outcomes()
     log = PredictionLog(url, spool_dir=tmp_path / "spool", on_rows=outcomes)
     log.start()
@@ -210,16 +233,22 @@ def test_read_window_errors_are_one_line(tmp_path: Path) -> None:
         read_window(f"sqlite:///{empty}", "m")
 
 
-def test_missing_values_read_back_as_nan_and_none(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/p.sqlite"
+def test_missing_values_and_non_ascii_text_read_back(tmp_path: Path, log_url: str) -> None:
+    url = log_url
     log = PredictionLog(url, spool_dir=tmp_path / "spool")
     log.start()
     rec = record(0)
     features = {"x": np.array([[np.nan]], dtype=np.float32), "c": np.array([[""]], dtype=object)}
     log.enqueue(dataclasses.replace(rec, features=features))
+    accented = {
+        "x": np.array([[1.5]], dtype=np.float32),
+        "c": np.array([["café ☕"]], dtype=object),
+    }
+    log.enqueue(dataclasses.replace(record(1), features=accented))
     log.stop()
     frame = read_window(url, "m", feature_types={"x": "numeric", "c": "categorical"})
     assert np.isnan(frame.loc[0, "x"]) and frame.loc[0, "c"] is None
+    assert frame.loc[1, "x"] == 1.5 and frame.loc[1, "c"] == "café ☕"
 
 
 # -- queue ----------------------------------------------------------------------------------------
