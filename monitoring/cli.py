@@ -108,6 +108,24 @@ OutputOpt = Annotated[
 ]
 
 
+AdaptWindowOpt = Annotated[
+    int,
+    typer.Option(
+        min=20,
+        help="labelled rows a conformal recalibration takes",
+        envvar=_env("adapt-window-rows"),
+    ),
+]
+AdaptMinOpt = Annotated[
+    int,
+    typer.Option(
+        min=20,
+        help="fewest labelled rows to publish a recalibration",
+        envvar=_env("adapt-min-rows"),
+    ),
+]
+
+
 def _settings(**values: object) -> DriftSettings:
     method_items = values.pop("column_method") or []
     threshold_items = values.pop("column_threshold") or []
@@ -168,6 +186,16 @@ def run_command(
     threshold: ThresholdOpt = None,
     column_method: ColumnMethodOpt = None,
     column_threshold: ColumnThresholdOpt = None,
+    adapt_conformal: Annotated[
+        bool,
+        typer.Option(
+            help="recalibrate the conformal sets on the newest feedback labels and publish them "
+            "beside the bundle (servers pick them up on their next poll)",
+            envvar=_env("adapt-conformal"),
+        ),
+    ] = False,
+    adapt_window_rows: AdaptWindowOpt = 500,
+    adapt_min_rows: AdaptMinOpt = 100,
 ) -> None:
     """Run the drift job once (for a CronJob): report.html, summary.json, workspace snapshot."""
     from monitoring.drift.computing import NotEnoughRows
@@ -188,6 +216,9 @@ def run_command(
             threshold=threshold,
             column_method=column_method,
             column_threshold=column_threshold,
+            adapt_conformal=[model] if adapt_conformal else [],
+            adapt_window_rows=adapt_window_rows,
+            adapt_min_rows=adapt_min_rows,
         )
         outcome = run_job(settings, model, version)
     except UsageError as exc:
@@ -205,6 +236,11 @@ def run_command(
         f"{' (sampled)' if s.sampled else ''} estimated_accuracy={s.estimated_accuracy:.4f} "
         f"-> {outcome.output}"
     )
+    if s.conformal is not None and s.conformal.published_revision is not None:
+        typer.echo(
+            f"{s.model}: conformal sets recalibrated on {s.conformal.labelled_rows} labelled "
+            f"rows, revision {s.conformal.published_revision}"
+        )
     for note in s.warnings:
         typer.echo(f"warning: {note}", err=True)
 
@@ -235,6 +271,15 @@ def serve_command(
     threshold: ThresholdOpt = None,
     column_method: ColumnMethodOpt = None,
     column_threshold: ColumnThresholdOpt = None,
+    adapt_conformal: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="model whose conformal sets are recalibrated on feedback labels, repeatable",
+            envvar=_env("adapt-conformal"),
+        ),
+    ] = None,
+    adapt_window_rows: AdaptWindowOpt = 500,
+    adapt_min_rows: AdaptMinOpt = 100,
 ) -> None:
     """Run the drift job on a schedule for each model and serve /metrics and /healthz."""
     from monitoring.drift.monitor import Monitor, metrics_server
@@ -255,6 +300,9 @@ def serve_command(
             threshold=threshold,
             column_method=column_method,
             column_threshold=column_threshold,
+            adapt_conformal=list(adapt_conformal or []),
+            adapt_window_rows=adapt_window_rows,
+            adapt_min_rows=adapt_min_rows,
         )
         monitor = Monitor(settings, list(model or []), interval)
         server = metrics_server(monitor.metrics, host, port)

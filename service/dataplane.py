@@ -108,6 +108,7 @@ class DataPlane:
             derived.prediction_sets,
             derived.labels.tolist(),
             {"queue_wait": out.queue_wait_seconds, "inference": out.inference_seconds},
+            derived.conformal_revision,
         )
         served = PredictionServed(
             batch, result, request_id, protocol, time.time(), time.perf_counter() - started
@@ -158,6 +159,9 @@ class DataPlane:
             metrics=dict(manifest.metrics),
             created_at=manifest.created_at.isoformat(),
             data_fingerprint=manifest.data_fingerprint,
+            conformal=(
+                handle.runtime.conformal_state() if handle.runtime is not None else {"revision": 0}
+            ),
         )
 
     def index(self) -> list[IndexEntry]:

@@ -52,9 +52,15 @@ class ModelEvents(Protocol):
     def model_unloaded(self, name: str, version: int) -> None:
         """A version stopped serving (replaced, unloaded, or gone from disk)."""
 
+    def conformal_adopted(self, handle: ModelHandle, revision: int) -> None:
+        """A served version's sets now come from another conformal revision (0: the bundle's)."""
+
 
 class _NoEvents:
     def model_loaded(self, handle: ModelHandle) -> None:
+        pass
+
+    def conformal_adopted(self, handle: ModelHandle, revision: int) -> None:
         pass
 
     def model_refused(self, name: str, version: int, reason: str) -> None:
@@ -213,7 +219,13 @@ class ModelRegistry:
             if self.policy.latest is not None and len(selected) >= self.policy.latest:
                 break
             if version in current:
-                selected[version] = current[version]
+                kept = selected[version] = current[version]
+                # Recalibrated conformal scores published beside a serving bundle are picked up
+                # by the same poll, in every worker (docs/architecture.md, "Monitoring").
+                if kept.runtime is not None and await asyncio.to_thread(
+                    kept.runtime.refresh_conformal
+                ):
+                    self._events.conformal_adopted(kept, kept.runtime.conformal.current[1])
                 continue
             signature = on_disk[version]
             failure = self._failures.get((name, version))

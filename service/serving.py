@@ -7,6 +7,7 @@ turning them into means, intervals and sets per batch is the data plane's uncert
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -16,6 +17,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.batching import BatchObserver, DynamicBatcher
+from service.bundle import (
+    ADAPTED_CONFORMAL_FILE,
+    AdaptedConformal,
+    AdaptedConformalError,
+    read_adapted_conformal,
+)
 from service.runtime import ExecutionProviders, LoadedModel, load_model
 from service.types import ModelHandle
 from service.uncertainty import (
@@ -24,6 +31,8 @@ from service.uncertainty import (
     logit_intervals,
     prediction_sets,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +44,8 @@ class Uncertainty:
     upper: NDArray[np.float64]  # [N, C]
     prediction_sets: NDArray[np.bool_]  # [N, C]
     labels: NDArray[np.object_]  # [N], the most probable class label
+    #: Which conformal scores the sets came from: 0 the bundle's, else the adapted revision.
+    conformal_revision: int = 0
 
     def take_rows(self, start: int, stop: int) -> Uncertainty:
         """Rows ``start:stop`` as views (one request's share of a batch)."""
@@ -44,25 +55,75 @@ class Uncertainty:
             self.upper[start:stop],
             self.prediction_sets[start:stop],
             self.labels[start:stop],
+            self.conformal_revision,
         )
+
+
+class ConformalCalibration:
+    """The scores a version's prediction sets come from: the bundle's calibration split, or the
+    newest recalibration the drift monitor published beside the bundle (docs/architecture.md,
+    "Monitoring"). Swapped in one assignment; a batch reads it once."""
+
+    __slots__ = ("_bundle_scores", "_signature", "adapted", "current")
+
+    def __init__(self, bundle_scores: NDArray[np.float64]) -> None:
+        """Start from the bundle's own scores (revision 0)."""
+        self._bundle_scores = bundle_scores
+        self._signature: tuple[int, int] | None = None
+        #: The adapted file in use, None while the bundle's scores serve.
+        self.adapted: AdaptedConformal | None = None
+        #: (sorted scores, revision): what the next batch uses.
+        self.current: tuple[NDArray[np.float64], int] = (bundle_scores, 0)
+
+    def refresh(self, bundle_dir: Path, model: str, version: int) -> bool:
+        """Adopt the file beside the bundle if it changed since the last look; whether the
+        revision in use changed. A bad file is logged once and the scores in use stay."""
+        try:
+            stat = (bundle_dir / ADAPTED_CONFORMAL_FILE).stat()
+            signature: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            signature = None
+        if signature == self._signature:
+            return False
+        self._signature = signature
+        try:
+            adapted = read_adapted_conformal(bundle_dir, model, version)
+        except AdaptedConformalError as exc:
+            logger.warning(
+                "model %s version %s: adapted conformal scores refused, keeping revision %d: %s",
+                model, version, self.current[1], exc,
+            )  # fmt: skip
+            return False
+        before = self.current[1]
+        if adapted is None:
+            self.adapted, self.current = None, (self._bundle_scores, 0)
+        else:
+            scores = np.asarray(adapted.scores, dtype=np.float64)
+            self.adapted, self.current = adapted, (scores, adapted.revision)
+            logger.info(
+                "model %s version %s: conformal sets from adapted revision %d (%d labelled rows)",
+                model, version, adapted.revision, adapted.window_rows,
+            )  # fmt: skip
+        return self.current[1] != before
 
 
 def derive_uncertainty(
     member_probabilities: NDArray[np.float32],
     level: float,
     *,
-    conformal_scores: NDArray[np.float64],
+    conformal: ConformalCalibration,
     class_labels: NDArray[np.object_],
 ) -> Uncertainty:
     """Mean probabilities, ``level`` intervals, ``level`` conformal sets and labels, [N, ...].
 
     Runs in the batcher's worker thread once per batch, so its numpy calls are paid per batch.
     """
+    scores, revision = conformal.current  # once: a swap mid-batch cannot mix two revisions
     probabilities = ensemble_mean(member_probabilities)
     lower, upper = logit_intervals(member_probabilities, level, mean=probabilities)
-    sets = prediction_sets(probabilities, conformal_threshold(conformal_scores, level))
+    sets = prediction_sets(probabilities, conformal_threshold(scores, level))
     labels: NDArray[np.object_] = class_labels[probabilities.argmax(axis=1)]
-    return Uncertainty(probabilities, lower, upper, sets, labels)
+    return Uncertainty(probabilities, lower, upper, sets, labels, revision)
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,8 +134,26 @@ class ServedVersion:
     batcher: DynamicBatcher[Uncertainty]
     #: Class labels as an object array, so ``class_labels[argmax]`` labels a whole batch at once.
     class_labels: NDArray[np.object_]
-    #: The calibration split's conformal scores, sorted ascending.
-    conformal_scores: NDArray[np.float64]
+    #: The conformal scores the sets come from (the bundle's, or adapted ones).
+    conformal: ConformalCalibration
+
+    def conformal_state(self) -> dict[str, object]:
+        """Where the sets come from now, for model metadata: source, revision, window, time."""
+        adapted = self.conformal.adapted
+        if adapted is None:
+            return {"source": "bundle", "revision": 0}
+        return {
+            "source": "adapted",
+            "method": adapted.method,
+            "revision": adapted.revision,
+            "window_rows": adapted.window_rows,
+            "published_at": adapted.created_at,
+        }
+
+    def refresh_conformal(self) -> bool:
+        """Look for newly published adapted scores (blocking: a stat, a small read)."""
+        model = self.model
+        return self.conformal.refresh(model.path, model.name, model.version)
 
     @classmethod
     def create(
@@ -91,12 +170,15 @@ class ServedVersion:
         """Precompute the arrays from the manifest and build the version's batcher."""
         manifest = model.manifest
         labels = np.array(manifest.classes, dtype=object)
-        scores = np.asarray(manifest.calibration.conformal_scores, dtype=np.float64)
+        conformal = ConformalCalibration(
+            np.asarray(manifest.calibration.conformal_scores, dtype=np.float64)
+        )
+        conformal.refresh(model.path, model.name, model.version)
         batcher: DynamicBatcher[Uncertainty] = DynamicBatcher(
             model.run,
             max_batch_size=max_batch_size,
             max_queue_delay_us=max_queue_delay_us,
-            derive=partial(derive_uncertainty, conformal_scores=scores, class_labels=labels),
+            derive=partial(derive_uncertainty, conformal=conformal, class_labels=labels),
             model=model.name,
             version=model.version,
             observers=batch_observers,
@@ -104,7 +186,7 @@ class ServedVersion:
             deadline_s=max_queue_wait_s,
             inline_max_s=inline_max_us / 1e6,
         )
-        return cls(model, batcher, labels, scores)
+        return cls(model, batcher, labels, conformal)
 
     async def close(self) -> None:
         """Drain the batcher: queued and running batches finish on this version."""

@@ -62,6 +62,8 @@ class PredictionResult:
     prediction_sets: NDArray[np.bool_]
     labels: list[str]  # [N], the most probable class label
     timings: dict[str, float] = field(default_factory=dict)  # seconds: queue_wait, inference
+    #: The conformal scores the sets came from: 0 the bundle's, else the adapted revision.
+    conformal_revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ class ModelInfo:
     metrics: dict[str, float]
     created_at: str  # ISO 8601
     data_fingerprint: str
+    #: Where the conformal sets come from now (ServedVersion.conformal_state).
+    conformal: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from monitoring.drift.columns import ColumnMismatch
 from monitoring.drift.computing import compute_drift
+from monitoring.drift.conformal import conformal_figures
 from monitoring.drift.metrics import DriftMetrics, push
 from monitoring.drift.reading import read_baseline, read_current
 from monitoring.drift.settings import DriftSettings
 from monitoring.drift.summary import DriftSummary
 from monitoring.drift.writing import add_to_workspace, default_output, write_report, write_summary
+from service.bundle import bundle_path
 from service.errors import UsageError
 
 
@@ -51,6 +53,16 @@ def run_job(settings: DriftSettings, model: str, version: int | None = None) -> 
         )
     except ColumnMismatch as exc:
         raise UsageError(str(exc)) from exc
+    figures = conformal_figures(
+        current,
+        baseline.manifest,
+        baseline.version,
+        bundle_path(settings.model_repository, model, baseline.version),
+        adapt=model in settings.adapt_conformal,
+        window_rows=settings.adapt_window_rows,
+        min_rows=settings.adapt_min_rows,
+    )
+    result = replace(result, summary=result.summary.model_copy(update={"conformal": figures}))
     output = settings.output or default_output(model)
     write_summary(result, output)
     write_report(result, output)

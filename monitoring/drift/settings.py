@@ -66,6 +66,11 @@ class DriftSettings(BaseSettings):
     #: Share of drifted columns at which the dataset counts as drifted (Evidently's default).
     drift_share: float = Field(default=0.5, gt=0, le=1)
     seed: int = 0
+    #: Models whose conformal sets are recalibrated on feedback labels (off for every other).
+    adapt_conformal: list[str] = Field(default_factory=list)
+    #: Labelled rows a recalibration takes (the newest), and the fewest it needs to publish.
+    adapt_window_rows: int = Field(default=500, ge=20, le=100_000)
+    adapt_min_rows: int = Field(default=100, ge=20, le=100_000)
 
     @field_validator("column_threshold")
     @classmethod

@@ -43,6 +43,21 @@ class Pair(_Frozen):
     current: float | None
 
 
+class ConformalFigures(_Frozen):
+    """Prediction sets against the window's feedback labels, each row at its served level."""
+
+    labelled_rows: int
+    #: Sets from the bundle's calibration scores.
+    static_coverage: float | None
+    static_mean_set_size: float | None
+    #: Sets from the adapted scores the servers read during the window (None: none in use).
+    adapted_revision: int | None
+    adapted_coverage: float | None
+    adapted_mean_set_size: float | None
+    #: The recalibration this run published (None: adaptation off, or too few labelled rows).
+    published_revision: int | None
+
+
 class DriftSummary(_Frozen):
     """Everything ``summary.json`` holds; see the drift section of the README."""
 
@@ -66,6 +81,8 @@ class DriftSummary(_Frozen):
     mean_interval_width: Pair
     ambiguous_share: Pair
     warnings: list[str]
+    #: Realized coverage of the conformal sets from feedback (None before it is computed).
+    conformal: ConformalFigures | None = None
 
     @model_validator(mode="after")
     def _finite(self) -> DriftSummary:

@@ -1,5 +1,12 @@
 """The model bundle contract: manifest schema and repository layout."""
 
+from service.bundle.adapted_conformal import (
+    ADAPTED_CONFORMAL_FILE,
+    AdaptedConformal,
+    AdaptedConformalError,
+    read_adapted_conformal,
+    write_adapted_conformal,
+)
 from service.bundle.columns import MISSING_CATEGORY, graph_columns
 from service.bundle.manifest import (
     MANIFEST_FILE,
@@ -28,12 +35,15 @@ from service.bundle.repository import (
 )
 
 __all__ = [
+    "ADAPTED_CONFORMAL_FILE",
     "MANIFEST_FILE",
     "MEMBER_PROBABILITIES_OUTPUT",
     "MISSING_CATEGORY",
     "MODEL_FILE",
     "REFERENCE_FILE",
     "REPORT_DIR",
+    "AdaptedConformal",
+    "AdaptedConformalError",
     "Calibration",
     "CategoricalFeature",
     "Feature",
@@ -48,7 +58,9 @@ __all__ = [
     "graph_columns",
     "model_names",
     "model_versions",
+    "read_adapted_conformal",
     "read_manifest",
     "staged_bundle",
+    "write_adapted_conformal",
     "write_manifest",
 ]

@@ -176,4 +176,5 @@ def encode_predict_response(result: PredictionResult, request_id: str) -> dict[s
         "version": result.handle.version,
         "confidence_level": result.confidence_level,
         "request_id": request_id,
+        "conformal_revision": result.conformal_revision,
     }

@@ -575,7 +575,10 @@ def encode_infer_response(
             "model_name": result.handle.name,
             "model_version": str(result.handle.version),
             "id": request_id,
-            "parameters": {"confidence_level": result.confidence_level},
+            "parameters": {
+                "confidence_level": result.confidence_level,
+                "conformal_revision": result.conformal_revision,
+            },
             "outputs": outputs,
         },
         option=orjson.OPT_SERIALIZE_NUMPY,
@@ -618,5 +621,8 @@ def model_metadata(handle: ModelHandle, versions: list[int]) -> dict[str, Any]:
             "classes": manifest.classes,
             "version": str(handle.version),
             "execution_provider": handle.provider,
+            "conformal_revision": (
+                0 if handle.runtime is None else handle.runtime.conformal.current[1]
+            ),
         },
     }

@@ -104,6 +104,14 @@ PREDICT_RESPONSE_SCHEMA: dict[str, Any] = {
         "version": {"type": "integer"},
         "confidence_level": {"type": "number"},
         "request_id": {"type": "string"},
+        "conformal_revision": {
+            "type": "integer",
+            "minimum": 0,
+            "description": (
+                "Which conformal scores the prediction sets came from: 0 the bundle's "
+                "calibration split, N the adapted revision the drift monitor published."
+            ),
+        },
     },
 }
 

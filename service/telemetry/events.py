@@ -67,6 +67,9 @@ class Telemetry:
     def model_refused(self, name: str, version: int, reason: str) -> None:
         """A model version failed to load or verify."""
 
+    def conformal_adopted(self, handle: ModelHandle, revision: int) -> None:
+        """A served version's sets now come from another conformal revision (0: the bundle's)."""
+
     def model_unloaded(self, name: str, version: int) -> None:
         """A model version stopped serving."""
 

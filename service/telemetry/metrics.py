@@ -162,6 +162,13 @@ class ServiceMetrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.conformal_revision = Gauge(
+            "probserve_conformal_revision",
+            "Adapted conformal scores the version's sets come from (0: the bundle's own).",
+            MODEL_VERSION,
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.model_ready = Gauge(
             "probserve_model_ready",
             "1 when the model has a served version, else 0.",

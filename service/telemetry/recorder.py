@@ -169,6 +169,15 @@ class ServiceTelemetry(Telemetry):
         m.model_loaded_at.labels(handle.name, version).set(time.time())
         m.model_ready.labels(handle.name).set(1)
         m.load_failures.labels(handle.name)  # exists at 0: alerts see the first failure
+        revision = 0 if handle.runtime is None else handle.runtime.conformal.current[1]
+        m.conformal_revision.labels(handle.name, version).set(revision)
+
+    def conformal_adopted(self, handle: ModelHandle, revision: int) -> None:
+        """Publish the conformal revision the version's sets come from."""
+        if self.metrics is not None:
+            self.metrics.conformal_revision.labels(handle.name, self._version(handle.version)).set(
+                revision
+            )
 
     def model_refused(self, name: str, version: int, reason: str) -> None:
         """Count the refusal."""

@@ -12,7 +12,7 @@ import pytest
 
 from service.batching import BatchOutput, BatchStats, DynamicBatcher
 from service.runtime import LoadedModel, load_model
-from service.serving import Uncertainty, derive_uncertainty
+from service.serving import ConformalCalibration, Uncertainty, derive_uncertainty
 from service.types import FeatureBatch
 from tests.service.conftest import BundleFactory
 
@@ -222,7 +222,9 @@ def test_derived_results_are_cut_per_request_and_a_bad_level_fails_only_its_requ
     labels = np.array(["no", "yes", "maybe"], dtype=object)
 
     def derive(members: np.ndarray, level: float) -> Uncertainty:
-        return derive_uncertainty(members, level, conformal_scores=scores, class_labels=labels)
+        return derive_uncertainty(
+            members, level, conformal=ConformalCalibration(scores), class_labels=labels
+        )
 
     requests = [
         (rows(n, seed), level)

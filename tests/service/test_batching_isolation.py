@@ -18,7 +18,7 @@ from onnx import TensorProto, helper
 
 from service.batching import BatchOutput, BatchStats, DynamicBatcher
 from service.runtime import LoadedModel, load_model
-from service.serving import Uncertainty, derive_uncertainty
+from service.serving import ConformalCalibration, Uncertainty, derive_uncertainty
 from service.types import FeatureBatch
 from tests.service.conftest import BundleFactory
 
@@ -181,7 +181,9 @@ def test_a_mixed_batch_through_a_bundle_model_fails_only_the_poisoned_request(
     labels = np.array(["no", "yes", "maybe"], dtype=object)
 
     def derive(members: np.ndarray, level: float) -> Uncertainty:
-        return derive_uncertainty(members, level, conformal_scores=scores, class_labels=labels)
+        return derive_uncertainty(
+            members, level, conformal=ConformalCalibration(scores), class_labels=labels
+        )
 
     requests = [
         (bundle_rows(3, 0), 0.9),
