@@ -18,8 +18,6 @@ Definitions (stated in the model card too):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.metrics import roc_auc_score
@@ -27,47 +25,14 @@ from sklearn.metrics import roc_auc_score
 from service.uncertainty import (
     conformal_threshold,
     ensemble_mean,
+    expected_calibration_error,
     logit_intervals,
     prediction_sets,
 )
 from training.calibrate import Calibration, member_probabilities
 
-ECE_BINS = 15
 LEVELS = (0.90, 0.95)
 _EPS = 1e-15
-
-
-@dataclass(frozen=True)
-class ReliabilityBins:
-    """Per-bin mean confidence, accuracy and row count (for the reliability diagram)."""
-
-    confidence: NDArray[np.float64]
-    accuracy: NDArray[np.float64]
-    count: NDArray[np.int64]
-
-
-def reliability_bins(
-    probabilities: NDArray[np.floating], labels: NDArray[np.int64], bins: int = ECE_BINS
-) -> ReliabilityBins:
-    """Top-label confidence vs accuracy in ``bins`` equal-width bins over [0, 1]."""
-    p = np.asarray(probabilities, dtype=np.float64)
-    confidence = p.max(axis=1)
-    correct = (p.argmax(axis=1) == labels).astype(np.float64)
-    # Right-closed bins, so confidence 1.0 falls in the last bin and 0 < conf always binned.
-    index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
-    count = np.bincount(index, minlength=bins)
-    safe = np.maximum(count, 1)
-    return ReliabilityBins(
-        np.bincount(index, confidence, bins) / safe, np.bincount(index, correct, bins) / safe, count
-    )
-
-
-def expected_calibration_error(
-    probabilities: NDArray[np.floating], labels: NDArray[np.int64], bins: int = ECE_BINS
-) -> float:
-    """Top-label ECE: sum over bins of (rows in bin / N) * |accuracy - mean confidence|."""
-    rb = reliability_bins(probabilities, labels, bins)
-    return float(np.sum(rb.count * np.abs(rb.accuracy - rb.confidence)) / max(len(labels), 1))
 
 
 def classification_metrics(

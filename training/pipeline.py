@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.bundle.repository import check_not_a_file
 from service.errors import UsageError
+from service.uncertainty import reliability_bins
 from training.bundle_writer import write_bundle
 from training.calibrate import calibrate
 from training.data import load_dataset, model_name_for
@@ -30,7 +31,7 @@ from training.export import (
     onnx_member_probabilities,
     random_rows,
 )
-from training.metrics import calibration_figures, evaluate, reliability_bins
+from training.metrics import calibration_figures, evaluate
 from training.preprocess import encode_features, fit_features, json_inputs
 from training.report import (
     HELD_OUT_SPLITS,

@@ -30,13 +30,14 @@ from service.bundle.manifest import (
     REFERENCE_SPLIT_COLUMN,
 )
 from service.uncertainty import (
+    ECE_BINS,
+    ReliabilityBins,
     conformal_threshold,
     ensemble_mean,
     logit_intervals,
     prediction_sets,
 )
 from training.ensemble import TrainingHistory
-from training.metrics import ECE_BINS, ReliabilityBins
 
 MODEL_CARD = "model_card.md"
 RELIABILITY_PNG = "reliability.png"

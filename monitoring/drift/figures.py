@@ -12,27 +12,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-#: Top-label ECE bins; the same definition as the trainer's model card (15 equal-width bins,
-#: right-closed), so the drift job's ECE and the bundle's test ECE are comparable.
-ECE_BINS = 15
-
-
-def expected_calibration_error(
-    probabilities: NDArray[np.floating], labels: NDArray[np.int64], bins: int = ECE_BINS
-) -> float:
-    """Top-label ECE: sum over bins of (rows in bin / N) * |accuracy - mean confidence|.
-
-    A label outside the classes (index -1) counts as a wrong prediction.
-    """
-    p = np.asarray(probabilities, dtype=np.float64)
-    if len(p) == 0:
-        raise ValueError("ECE of no rows")
-    confidence = p.max(axis=1)
-    correct = (p.argmax(axis=1) == labels).astype(np.float64)
-    # Right-closed bins: confidence 1.0 falls in the last bin, and any confidence > 0 is binned.
-    index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
-    gap = np.abs(np.bincount(index, correct, bins) - np.bincount(index, confidence, bins))
-    return float(gap.sum() / len(p))
+from service.uncertainty import expected_calibration_error
 
 
 def estimated_accuracy(probabilities: NDArray[np.floating]) -> float:

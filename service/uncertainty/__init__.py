@@ -1,5 +1,11 @@
 """Uncertainty maths shared by training (reports) and serving (responses): numpy only."""
 
+from service.uncertainty.calibration import (
+    ECE_BINS,
+    ReliabilityBins,
+    expected_calibration_error,
+    reliability_bins,
+)
 from service.uncertainty.conformal import (
     conformal_scores,
     conformal_threshold,
@@ -13,12 +19,16 @@ from service.uncertainty.intervals import (
 from service.uncertainty.levels import MAX_CONFIDENCE_LEVEL, MIN_CONFIDENCE_LEVEL
 
 __all__ = [
+    "ECE_BINS",
     "MAX_CONFIDENCE_LEVEL",
     "MIN_CONFIDENCE_LEVEL",
+    "ReliabilityBins",
     "conformal_scores",
     "conformal_threshold",
     "ensemble_mean",
+    "expected_calibration_error",
     "logit_intervals",
     "prediction_sets",
+    "reliability_bins",
     "student_t_quantile",
 ]
