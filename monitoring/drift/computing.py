@@ -147,6 +147,13 @@ def column_verdicts(snapshot: dict[str, Any]) -> dict[str, ColumnDrift]:
     return out
 
 
+def dataset_drift(columns: dict[str, ColumnDrift], drift_share: float) -> tuple[float, bool]:
+    """The share of drifted columns, and whether the dataset drifted: the share reaches
+    ``drift_share`` (Evidently's rule: 2 of 4 columns at 0.5 is drift)."""
+    share = sum(c.drift_detected for c in columns.values()) / len(columns)
+    return share, share >= drift_share
+
+
 def _fallback(reference: pd.Series, current: pd.Series, *, numeric: bool) -> ColumnDrift:
     score = total_variation(reference, current, numeric=numeric)
     return ColumnDrift(
@@ -212,7 +219,7 @@ def compute_drift(
         if verdict is None or not math.isfinite(verdict.score):
             verdict = _fallback(ref[column], cur[column], numeric=column in compared.numeric)
         result[column] = ColumnDrift.model_validate(verdict.model_dump())
-    share = sum(v.drift_detected for v in result.values()) / len(result)
+    share, drifted = dataset_drift(result, settings.drift_share)
 
     notes = list(notes or [])
     empty = [f for f in manifest.feature_names if not current[f].notna().any()]
@@ -252,7 +259,7 @@ def compute_drift(
         rows_current=len(current),
         rows_reference=len(reference),
         sampled=sampled_cur or sampled_ref,
-        dataset_drift=share >= settings.drift_share,
+        dataset_drift=drifted,
         share_drifted=share,
         columns=result,
         estimated_accuracy=estimated_accuracy(np.nan_to_num(probabilities)),

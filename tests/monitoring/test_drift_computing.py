@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from monitoring.drift.columns import ColumnMismatch
-from monitoring.drift.computing import NotEnoughRows, compute_drift
+from monitoring.drift.computing import NotEnoughRows, compute_drift, dataset_drift
 from monitoring.drift.fallback import FALLBACK_METHOD, total_variation
 from monitoring.drift.settings import DriftSettings
+from monitoring.drift.summary import ColumnDrift
 from service.errors import UsageError
 from tests.monitoring.conftest import DriftBundle
 
@@ -203,3 +204,19 @@ def test_total_variation_hand_computed() -> None:
     num = total_variation(pd.Series([1.0] * 4), pd.Series([1.0, 1.0, 2.0, np.nan]), numeric=True)
     assert num == pytest.approx(0.5)
     assert total_variation(ref, ref, numeric=False) == 0.0
+
+
+def _columns(drifted: int, total: int) -> dict[str, ColumnDrift]:
+    return {
+        f"c{i}": ColumnDrift(drift_detected=i < drifted, score=0.0, method="ks", threshold=0.05)
+        for i in range(total)
+    }
+
+
+def test_the_dataset_drifts_when_the_share_reaches_the_threshold_exactly() -> None:
+    # 2 of 4 columns at drift_share 0.5: the share reaches the threshold, which is drift.
+    assert dataset_drift(_columns(2, 4), 0.5) == (0.5, True)
+    assert dataset_drift(_columns(1, 4), 0.5) == (0.25, False)
+    assert dataset_drift(_columns(1, 4), 0.25) == (0.25, True)
+    assert dataset_drift(_columns(0, 3), 0.5) == (0.0, False)
+    assert dataset_drift(_columns(3, 3), 1.0) == (1.0, True)

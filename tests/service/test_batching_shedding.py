@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -254,3 +255,35 @@ def test_invalid_shedding_settings_are_refused() -> None:
         DynamicBatcher(gated, deadline_s=0)
     with pytest.raises(ValueError, match="retry_after_s"):
         DynamicBatcher(gated, retry_after_s=-1)
+
+
+def test_a_request_expired_when_its_batch_is_cut_is_never_computed() -> None:
+    # The queue timer is not the only guard: when the loop was held past a request's deadline
+    # and a full batch wakes the consumer before that timer runs, cutting the batch must still
+    # answer the expired request 503 rather than compute it.
+    gated, shed = Gated(), list[ShedStats]()
+    gated.gate.set()
+    deadline_s = 1.0
+
+    async def scenario() -> tuple[BaseException | None, object]:
+        loop = asyncio.get_running_loop()
+        batcher = batcher_for(
+            gated, shed, max_batch_size=2, max_queue_delay_us=5_000_000, deadline_s=deadline_s
+        )
+        old = asyncio.ensure_future(batcher.submit(request(0, 1)))
+        await asyncio.sleep(0.7 * deadline_s)  # queued; the consumer waits for a full batch
+        # Next pass of the loop: the new request fills the batch (the consumer is woken, to run
+        # on the pass after), then the loop is held half a deadline: the old request is past
+        # its deadline, the new one is not, and on the following pass the consumer's wake-up
+        # is ahead of the deadline timer in the loop's ready queue.
+        new = asyncio.ensure_future(batcher.submit(request(10, 1)))
+        loop.call_soon(time.sleep, 0.5 * deadline_s)
+        done, _ = await asyncio.wait([old, new], timeout=5)
+        assert len(done) == 2
+        await batcher.close()
+        return old.exception(), new.result()
+
+    old_error, new_rows = run_gated(gated, scenario)
+    assert isinstance(old_error, DeadlineExceeded), old_error
+    assert rows_of(new_rows) == [10]
+    assert gated.calls == [[10]], "the expired request was computed"
