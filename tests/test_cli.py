@@ -92,7 +92,7 @@ def test_a_subcommand_exit_code_is_passed_on(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_serving_imports_no_pandas_scipy_stats_or_psycopg() -> None:
-    # Memory of the serving process (issue 15: <= 200 MiB): the app, its telemetry and the
+    # Memory of the serving process (its budget is 200 MiB): the app, its telemetry and the
     # SQLite prediction log need none of these; the drift job and PostgreSQL pay for them.
     done = _run_cli(
         "import sys\n"

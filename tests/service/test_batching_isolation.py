@@ -1,7 +1,7 @@
 """A request onnxruntime cannot take fails alone, never the others of its dynamic batch.
 
 The failures are real: a lone UTF-16 surrogate in a string tensor makes onnxruntime raise
-UnicodeEncodeError while it encodes the input to UTF-8 (issue 11, item 1b), both in a tiny graph
+UnicodeEncodeError while it encodes the input to UTF-8, both in a tiny graph
 built here and in a test bundle's model.
 """
 

@@ -1,4 +1,4 @@
-"""A bundle cannot read files outside itself (issue 11, item 3).
+"""A bundle cannot read files outside itself.
 
 External-data tensors: ONNX Runtime builds the session from bytes and resolves an external
 location against the server's working directory, so a crafted bundle could read (and leak through

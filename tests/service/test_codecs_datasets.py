@@ -1,6 +1,6 @@
 """A row of the training data, sent as pandas writes it, is accepted by both protocols.
 
-The general rule (issue 11, item 11): for every test data set, the frame the trainer reads from a
+The general rule: for every test data set, the frame the trainer reads from a
 CSV (``training.data.load_dataset``) is written back with ``df.to_json(orient="records")``; every
 row must be accepted by the native API, and the same frame as V2 tensors by the V2 API, through
 the in-process service with a bundle whose features were fitted by the trainer's own code.

@@ -52,7 +52,7 @@ def _inputs(colour: str = '"blue", null', x1: str = "0.5, 1") -> str:
     )
 
 
-# -- text that cannot be UTF-8 (issue 11, item 1a) -----------------------------------------------
+# -- text that cannot be UTF-8 ------------------------------------------------------------------
 # The JSON escape \ud800 is a lone surrogate: orjson refuses it, the stdlib fallback accepts it.
 
 
@@ -152,7 +152,7 @@ def test_surrogate_over_http_is_a_400_for_that_request_only(service: InProcessSe
     assert good.status_code == 200, good.text
 
 
-# -- every V2 field against the protocol's types (issue 11, item 4) -------------------------------
+# -- every V2 field against the protocol's types -------------------------------------------------
 
 TENSOR = '{"name": "x1", "datatype": "FP32", "shape": [2], "data": [1, 2]'
 REST = (
@@ -262,7 +262,7 @@ def test_v2_well_typed_optional_fields_are_accepted(manifest: Manifest) -> None:
     assert request.outputs == (("label", True), ("lower", False))
 
 
-# -- booleans for a feature trained from a True/False column (issue 11, item 11) -----------------
+# -- booleans for a feature trained from a True/False column ------------------------------------
 
 
 @pytest.fixture
