@@ -15,7 +15,12 @@ Why the label-based fit cannot work: per row, ``(y - p)^2 - p (1 - p) = (y - p)(
 binary label, and a calibrated mean has ``E[y | p] = p``, so the estimate's expectation is 0
 whatever the estimation error: labels identify miscalibration, not how far p is from P(y | x).
 The figures below measure it (negative estimates at both sizes).
-Results: bench/results/interval-scale.md.
+
+``--paired`` tries a label-free scale instead: members 2j and 2j+1 share one bootstrap resample
+and differ only in initialisation, so half their squared difference estimates the initialisation
+noise V_init, which averages out in the mean of K members; the scale is
+``sqrt((V_total - V_init (1 - 1/K)) / V_total)`` on the held-out rows, with V_total the members'
+logit variance. It measures variance only, not bias. Results: bench/results/interval-scale.md.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from service.uncertainty import student_t_quantile
+from training import ensemble
 from training.calibrate import calibrate, member_probabilities
 from training.data import load_dataset
 from training.ensemble import fit_ensemble, member_logits
@@ -63,7 +70,29 @@ def squared_errors(members: NDArray[np.float64], labels: NDArray[np.int64]) -> t
     return estimate, implied
 
 
-def study(rows: int) -> None:
+def pair_bootstraps(seed: int) -> None:
+    """Make members 2j and 2j+1 share member 2j's bootstrap resample (initialisations differ)."""
+    original = ensemble._bootstrap
+
+    def paired(rows: int, member_seed: int) -> torch.Tensor:
+        member = member_seed - seed * 10_007
+        return original(rows, seed * 10_007 + member // 2 * 2)
+
+    ensemble._bootstrap = paired
+
+
+def paired_scale(members: NDArray[np.float64]) -> float:
+    """The label-free scale of ``--paired`` from held-out member probabilities [N, K, C]."""
+    p = np.clip(members, 1e-7, 1 - 1e-7)
+    logits = np.log(p) - np.log1p(-p)
+    k = logits.shape[1]
+    total = float(logits.var(axis=1, ddof=1).mean())
+    pairs = logits.reshape(logits.shape[0], k // 2, 2, logits.shape[2])
+    init = float((((pairs[:, :, 0] - pairs[:, :, 1]) ** 2) / 2).mean())
+    return float(np.sqrt(max(total - init * (1 - 1 / k), 1e-6) / total))
+
+
+def study(rows: int, paired: bool) -> None:
     """Train on ``rows`` synthetic rows and print the figures of the module docstring."""
     config = TrainConfig(data="synthetic", synthetic_rows=rows, seed=0)
     data = load_dataset("synthetic", synthetic_rows=rows, seed=0)
@@ -95,23 +124,35 @@ def study(rows: int) -> None:
     true_error = float(((members["test"].mean(axis=1) - truth) ** 2).sum(1).mean())
     _, implied_test = squared_errors(members["test"], labels["test"])
     oracle = float(np.sqrt(true_error / implied_test))
+    scales = [1.0, oracle] + ([paired_scale(held)] if paired else [])
     print(
         f"| {rows} | {len(held_labels)} | {estimate:.5f} | {implied:.5f} | {true_error:.5f} "
-        f"| {oracle:.3f} |",
+        f"| {oracle:.3f} |" + (f" {scales[2]:.3f} |" if paired else ""),
         end="",
     )
     for level in (0.95, 0.90):
-        for scale in (1.0, oracle):
+        for scale in scales:
             covered, width = coverage(members["test"], truth, level, scale)
             print(f" {covered:.3f} / {width:.3f} |", end="")
     print()
 
 
 if __name__ == "__main__":
-    print(
-        "| rows | held-out | label estimate | spread-implied | true (test) | oracle scale "
-        "| 0.95 unscaled | 0.95 oracle | 0.90 unscaled | 0.90 oracle |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for argument in sys.argv[1:] or ["3000", "20000"]:
-        study(int(argument))
+    paired = "--paired" in sys.argv
+    sizes = [int(a) for a in sys.argv[1:] if a != "--paired"] or [3000, 20000]
+    if paired:
+        pair_bootstraps(seed=0)
+        print(
+            "| rows | held-out | label estimate | spread-implied | true (test) | oracle scale "
+            "| paired scale | 0.95 unscaled | 0.95 oracle | 0.95 paired | 0.90 unscaled "
+            "| 0.90 oracle | 0.90 paired |"
+        )
+        print("|---" * 13 + "|")
+    else:
+        print(
+            "| rows | held-out | label estimate | spread-implied | true (test) | oracle scale "
+            "| 0.95 unscaled | 0.95 oracle | 0.90 unscaled | 0.90 oracle |"
+        )
+        print("|---" * 10 + "|")
+    for rows in sizes:
+        study(rows, paired)
