@@ -67,6 +67,19 @@ class DriftMetrics:
             ["model", "window"],
             registry=r,
         )
+        self.set_coverage = Gauge(
+            "probserve_conformal_set_coverage",
+            "Share of the window's labelled rows whose prediction set held the true class, for "
+            "the sets of the bundle's scores (static) or the adapted ones in use",
+            ["model", "sets"],
+            registry=r,
+        )
+        self.set_size = Gauge(
+            "probserve_conformal_set_size",
+            "Mean prediction-set size over the window's labelled rows (static or adapted sets)",
+            ["model", "sets"],
+            registry=r,
+        )
         self.rows = Gauge(
             "probserve_drift_rows", "Rows of the compared window", ["model"], registry=r
         )
@@ -99,6 +112,14 @@ class DriftMetrics:
         for window in ("reference", "current"):
             _set_or_drop(self.width, (model, window), getattr(summary.mean_interval_width, window))
             _set_or_drop(self.ambiguous, (model, window), getattr(summary.ambiguous_share, window))
+        conformal = summary.conformal
+        for sets in ("static", "adapted"):
+            coverage = size = None
+            if conformal is not None:
+                coverage = getattr(conformal, f"{sets}_coverage")
+                size = getattr(conformal, f"{sets}_mean_set_size")
+            _set_or_drop(self.set_coverage, (model, sets), coverage)
+            _set_or_drop(self.set_size, (model, sets), size)
         self.rows.labels(model).set(summary.rows_current)
         self.last_success.labels(model).set(finished_at)
 

@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 from monitoring.drift.computing import compute_drift
 from monitoring.drift.metrics import DriftMetrics, push
 from monitoring.drift.settings import DriftSettings
-from monitoring.drift.summary import DriftSummary
+from monitoring.drift.summary import ConformalFigures, DriftSummary
 from tests.monitoring.conftest import DriftBundle
 from tests.support import free_port, require_program
 
@@ -53,6 +53,37 @@ def test_missing_feedback_drops_the_series_never_nan(drift_bundle: DriftBundle) 
     assert "probserve_realized_accuracy{" not in text
     assert "probserve_reference_accuracy{" not in text
     assert "NaN" not in text
+
+
+def test_set_coverage_series_follow_the_conformal_figures(drift_bundle: DriftBundle) -> None:
+    figures = ConformalFigures(
+        labelled_rows=60,
+        static_coverage=0.75,
+        static_mean_set_size=1.25,
+        adapted_revision=None,
+        adapted_coverage=None,
+        adapted_mean_set_size=None,
+        published_revision=None,
+    )
+    summary = _summary(drift_bundle, labelled=60).model_copy(update={"conformal": figures})
+    metrics = DriftMetrics()
+    metrics.record(summary, reference_accuracy=None, finished_at=1.0)
+    text = generate_latest(metrics.registry).decode()
+    assert 'probserve_conformal_set_coverage{model="toy",sets="static"} 0.75' in text
+    assert 'probserve_conformal_set_size{model="toy",sets="static"} 1.25' in text
+    assert 'sets="adapted"' not in text  # no adapted scores in use: no series, never NaN
+    adapted = figures.model_copy(
+        update={"adapted_revision": 2, "adapted_coverage": 0.9, "adapted_mean_set_size": 1.5}
+    )
+    metrics.record(
+        summary.model_copy(update={"conformal": adapted}), reference_accuracy=None, finished_at=2.0
+    )
+    text = generate_latest(metrics.registry).decode()
+    assert 'probserve_conformal_set_coverage{model="toy",sets="adapted"} 0.9' in text
+    assert 'probserve_conformal_set_size{model="toy",sets="adapted"} 1.5' in text
+    # A run without feedback drops both.
+    metrics.record(_summary(drift_bundle, labelled=0), reference_accuracy=None, finished_at=3.0)
+    assert "probserve_conformal_set_coverage{" not in generate_latest(metrics.registry).decode()
 
 
 def test_failures_count_by_reason() -> None:
