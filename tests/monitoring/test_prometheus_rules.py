@@ -18,7 +18,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricF
 from prometheus_client.registry import Collector
 
 from monitoring.drift.metrics import DriftMetrics
-from monitoring.drift.summary import ColumnDrift, DriftSummary, Pair, Window
+from monitoring.drift.summary import ColumnDrift, ConformalFigures, DriftSummary, Pair, Window
 from tests.monitoring.prometheus_support import (
     MATCH_ALL,
     PROMETHEUS_DIR,
@@ -324,6 +324,15 @@ def drift_summary(
         mean_interval_width=Pair(reference=0.2, current=width),
         ambiguous_share=Pair(reference=0.1, current=0.3 if drifted else 0.1),
         warnings=[],
+        conformal=ConformalFigures(
+            labelled_rows=100,
+            static_coverage=0.78 if drifted else 0.9,
+            static_mean_set_size=1.3,
+            adapted_revision=None,
+            adapted_coverage=None,
+            adapted_mean_set_size=None,
+            published_revision=None,
+        ),
     )
 
 
