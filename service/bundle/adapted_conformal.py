@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 #: The file's name inside ``models/<name>/<version>/``.
 ADAPTED_CONFORMAL_FILE = "conformal-adapted.json"
+#: A bound on what a server reads: 100k scores as JSON text are about 2.5 MB.
+MAX_FILE_BYTES = 8 * 1024 * 1024
 
 
 class AdaptedConformal(BaseModel):
@@ -65,11 +67,23 @@ def read_adapted_conformal(bundle_dir: Path, model: str, version: int) -> Adapte
     """
     path = bundle_dir / ADAPTED_CONFORMAL_FILE
     try:
-        raw = path.read_bytes()
+        # O_NOFOLLOW: a bundle reads only its own files, never one a link points elsewhere.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         return None
     except OSError as exc:
+        raise AdaptedConformalError(
+            "a symbolic link, not a file of the bundle"
+            if path.is_symlink()
+            else f"unreadable: {exc.strerror or exc}"
+        ) from exc
+    try:
+        with os.fdopen(descriptor, "rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
         raise AdaptedConformalError(f"unreadable: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise AdaptedConformalError(f"larger than {MAX_FILE_BYTES} bytes")
     try:
         adapted = AdaptedConformal.model_validate_json(raw)
     except ValidationError as exc:

@@ -13,6 +13,7 @@ from service.bundle import (
     read_adapted_conformal,
     write_adapted_conformal,
 )
+from service.bundle.adapted_conformal import MAX_FILE_BYTES
 
 
 def adapted(**changes: object) -> AdaptedConformal:
@@ -63,3 +64,19 @@ def test_a_bad_file_is_one_line_without_a_path(tmp_path: Path) -> None:
     write_adapted_conformal(tmp_path, adapted(version=2))
     with pytest.raises(AdaptedConformalError, match="found beside toy version 1"):
         read_adapted_conformal(tmp_path, "toy", 1)
+
+
+def test_a_link_out_of_the_bundle_or_an_oversized_file_is_refused(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    outside = tmp_path / "elsewhere.json"
+    write_adapted_conformal(tmp_path, adapted())
+    (tmp_path / ADAPTED_CONFORMAL_FILE).rename(outside)
+    (bundle / ADAPTED_CONFORMAL_FILE).symlink_to(outside)
+    with pytest.raises(AdaptedConformalError, match="symbolic link") as caught:
+        read_adapted_conformal(bundle, "toy", 1)
+    assert str(tmp_path) not in str(caught.value)
+    (bundle / ADAPTED_CONFORMAL_FILE).unlink()
+    (bundle / ADAPTED_CONFORMAL_FILE).write_bytes(b" " * (MAX_FILE_BYTES + 1))
+    with pytest.raises(AdaptedConformalError, match="larger than"):
+        read_adapted_conformal(bundle, "toy", 1)
