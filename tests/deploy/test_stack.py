@@ -256,7 +256,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             stack,
         )
         stack.startup_s = time.monotonic() - started
-        print(f"\nstack up and answering {stack.startup_s:.1f} s after `docker compose up -d`")
+        print(
+            f"\nstack up and answering {stack.startup_s:.1f} s after `docker compose up -d` "
+            "(grafana left out: no image of it can be had without a registry; its dashboards "
+            "are checked against a real Prometheus in tests/monitoring)"
+        )
         yield stack
     finally:
         stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "10", check=False)
