@@ -27,7 +27,9 @@ from service.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-BUILTIN_SOURCES = ("breast_cancer", "digits", "synthetic")
+BUILTIN_SOURCES = ("breast_cancer", "digits", "synthetic", "synthetic_multiclass")
+#: Builtin sources generated with known P(y|x), so interval coverage of the truth is measurable.
+SYNTHETIC_SOURCES = ("synthetic", "synthetic_multiclass")
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
 SYNTHETIC_TARGET = "label"
 #: Column prefix of the true probabilities written next to synthetic data.
@@ -88,13 +90,12 @@ def load_dataset(
         frame, target_values, target = _sklearn_frame("breast_cancer")
     elif source == "digits":
         frame, target_values, target = _sklearn_frame("digits")
-    elif source == "synthetic":
-        frame, target_values, true_p = synthetic_frame(synthetic_rows, seed)
+    elif source in SYNTHETIC_SOURCES:
+        generate = synthetic_frame if source == "synthetic" else synthetic_multiclass_frame
+        frame, target_values, true_p = generate(synthetic_rows, seed)
         if synthetic_output is not None:
             write_synthetic(synthetic_output, frame, target_values, true_p)
-        return _build(
-            "synthetic", frame, target_values, SYNTHETIC_TARGET, numeric, categorical, true_p
-        )
+        return _build(source, frame, target_values, SYNTHETIC_TARGET, numeric, categorical, true_p)
     else:
         table = read_table(Path(source))
         if target is None:
@@ -208,6 +209,35 @@ def synthetic_frame(rows: int, seed: int) -> tuple[pd.DataFrame, pd.Series, NDAr
     return frame, target, true_p
 
 
+def synthetic_multiclass_frame(
+    rows: int, seed: int
+) -> tuple[pd.DataFrame, pd.Series, NDArray[np.float64]]:
+    """A three-class problem with known P(y|x) = softmax(f(x)), a second family of true functions.
+
+    Unlike :func:`synthetic_frame` the logits are periodic and kinked (a sine, an absolute value,
+    a product) and one numeric column is pure noise, so interval checks do not hinge on one shape.
+    """
+    if rows < 1:
+        raise UsageError(f"--synthetic-rows must be positive, got {rows}")
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 4))
+    shape = rng.choice(np.array(["circle", "square", "star"]), size=rows, p=[0.4, 0.4, 0.2])
+    shape_effect = {"circle": 0.0, "square": 0.5, "star": -0.7}
+    logits = np.zeros((rows, 3))
+    logits[:, 1] = 1.5 * np.sin(1.5 * x[:, 0]) + 0.5 * x[:, 1]
+    logits[:, 1] += np.array([shape_effect[v] for v in shape])
+    logits[:, 2] = 0.8 * x[:, 0] * x[:, 1] - np.abs(x[:, 2]) + 0.7
+    logits -= logits.max(axis=1, keepdims=True)
+    true_p = np.exp(logits)
+    true_p /= true_p.sum(axis=1, keepdims=True)
+    y = (rng.random(rows)[:, None] > np.cumsum(true_p, axis=1)).sum(axis=1).clip(0, 2)
+    frame = pd.DataFrame(
+        {"x1": x[:, 0], "x2": x[:, 1], "x3": x[:, 2], "noise": x[:, 3], "shape": shape}
+    )
+    target = pd.Series(np.array(["a", "b", "c"])[y], name=SYNTHETIC_TARGET)
+    return frame, target, true_p
+
+
 def write_synthetic(
     path: Path, frame: pd.DataFrame, target: pd.Series, true_p: NDArray[np.float64]
 ) -> None:
@@ -218,8 +248,10 @@ def write_synthetic(
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.assign(**{SYNTHETIC_TARGET: target}).to_csv(path, index=False)
+    # Columns follow the true probabilities' class order: the sorted labels.
+    classes = sorted(set(target))
     truth = pd.DataFrame(
-        {f"{TRUE_PROBABILITY_PREFIX}{c}": true_p[:, i] for i, c in enumerate(["no", "yes"])}
+        {f"{TRUE_PROBABILITY_PREFIX}{c}": true_p[:, i] for i, c in enumerate(classes)}
     )
     truth.to_csv(path.with_name(f"{path.stem}.true_proba.csv"), index=False)
 
