@@ -68,7 +68,7 @@ class PostgresStore:
                 self._dsn, connect_timeout=CONNECT_TIMEOUT_S, client_encoding=CLIENT_ENCODING
             ).close()
         except psycopg.Error as exc:
-            raise StoreUnavailable(f"PostgreSQL at {self.where}: {_first_line(exc)}") from exc
+            raise StoreUnavailable(f"PostgreSQL at {self.where}: {first_line(exc)}") from exc
         with self._lock:
             if self._pool is not None:
                 self._pool.close()
@@ -86,7 +86,7 @@ class PostgresStore:
         try:
             self._migrate()
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise StoreUnavailable(f"PostgreSQL at {self.where}: {_first_line(exc)}") from exc
+            raise StoreUnavailable(f"PostgreSQL at {self.where}: {first_line(exc)}") from exc
 
     def _migrate(self) -> None:
         with self._connection() as connection, connection.transaction():
@@ -103,9 +103,7 @@ class PostgresStore:
             with self._connection() as connection:
                 return work(connection)
         except (psycopg.Error, PoolTimeout) as exc:
-            raise StoreUnavailable(
-                f"PostgreSQL {what} at {self.where}: {_first_line(exc)}"
-            ) from exc
+            raise StoreUnavailable(f"PostgreSQL {what} at {self.where}: {first_line(exc)}") from exc
 
     def insert(self, rows: Sequence[Row]) -> None:
         """Insert rows in one transaction (executemany runs pipelined in psycopg 3)."""
@@ -160,6 +158,7 @@ class PostgresStore:
                 self._pool = None
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's text (PostgreSQL adds LINE and caret lines to SQL errors)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

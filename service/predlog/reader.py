@@ -22,7 +22,7 @@ import psycopg
 from numpy.typing import NDArray
 
 from service.bundle.manifest import REFERENCE_PROBABILITY_PREFIX
-from service.predlog.postgres_store import CLIENT_ENCODING, describe
+from service.predlog.postgres_store import CLIENT_ENCODING, describe, first_line
 from service.predlog.urls import parse_log_url
 
 BASE_COLUMNS = (
@@ -86,7 +86,7 @@ def _chunks_sqlite(path: str, sql: str, args: list[object]) -> Iterator[list[tup
         try:
             cursor = connection.execute(sql, args)
         except sqlite3.Error as exc:
-            raise ValueError(f"the prediction log cannot be read: {exc}") from exc
+            raise ValueError(f"the prediction log cannot be read: {first_line(exc)}") from exc
         while chunk := cursor.fetchmany(CHUNK_ROWS):
             yield chunk
 
@@ -102,7 +102,7 @@ def _chunks_postgres(dsn: str, sql: str, args: list[object]) -> Iterator[list[tu
             while chunk := cursor.fetchmany(CHUNK_ROWS):
                 yield chunk
         except psycopg.Error as exc:
-            raise ValueError(f"the prediction log cannot be read: {exc}") from exc
+            raise ValueError(f"the prediction log cannot be read: {first_line(exc)}") from exc
 
 
 def _decode(texts: Sequence[str]) -> list[dict[str, Any]]:

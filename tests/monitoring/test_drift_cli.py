@@ -192,6 +192,25 @@ def test_bad_usage_is_one_line_exit_2(
 
 
 @pytest.mark.slow
+def test_unwritten_postgres_log_is_one_line_exit_2(
+    drift_bundle: DriftBundle,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    pg: PostgresServer,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A database the server has not logged to yet (no tables), and one that does not exist."""
+    empty = pg.create_database(request.node.name.lower())
+    absent = f"postgresql://postgres:secret@127.0.0.1:{pg.port}/absent"
+    for url, message in ((empty, "cannot be read"), (absent, "cannot connect to PostgreSQL")):
+        done = drift(capfd, *_args(drift_bundle, url, tmp_path))
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("\n") == 1, done.stderr
+        assert message in done.stderr and "secret" not in done.stderr
+        assert not (tmp_path / "out" / "summary.json").exists()
+
+
+@pytest.mark.slow
 def test_log_of_another_bundle_is_one_line_exit_2(
     drift_bundle: DriftBundle, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

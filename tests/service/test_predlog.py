@@ -221,16 +221,29 @@ def test_round_trip_window_and_feedback(tmp_path: Path, log_url: str) -> None:
     assert inferred["x"].dtype == np.float64 and inferred["c"].dtype == object
 
 
-def test_read_window_errors_are_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_read_window_errors_are_one_line(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
+    """No log database, and a database the server has not written yet: one line, no password
+    (PostgreSQL's own SQL errors add LINE and caret lines, which must not reach the user)."""
     with pytest.raises(ValueError, match="off"):
         read_window("none", "m")
-    with pytest.raises(ValueError, match="no prediction log database"):
-        read_window(f"sqlite:///{tmp_path}/absent.sqlite", "m")
+    if store == "sqlite":
+        absent = f"sqlite:///{tmp_path}/absent.sqlite"
+        empty_file = tmp_path / "empty.sqlite"
+        sqlite3.connect(empty_file).close()
+        empty, no_database = f"sqlite:///{empty_file}", "no prediction log database"
+    else:
+        pg: PostgresServer = request.getfixturevalue("pg")
+        absent = f"postgresql://postgres:secret@127.0.0.1:{pg.port}/absent"
+        empty = pg.create_database(request.node.name.lower())
+        no_database = "cannot connect to PostgreSQL at 127.0.0.1"
+    for url, message in ((absent, no_database), (empty, "cannot be read: .*predictions")):
+        with pytest.raises(ValueError, match=message) as error:
+            read_window(url, "m")
+        assert "\n" not in str(error.value) and "secret" not in str(error.value)
     assert not (tmp_path / "absent.sqlite").exists()  # reading creates nothing
-    empty = tmp_path / "empty.sqlite"
-    sqlite3.connect(empty).close()
-    with pytest.raises(ValueError, match="cannot be read"):
-        read_window(f"sqlite:///{empty}", "m")
 
 
 def test_missing_values_and_non_ascii_text_read_back(tmp_path: Path, log_url: str) -> None:
