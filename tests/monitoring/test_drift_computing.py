@@ -220,3 +220,18 @@ def test_the_dataset_drifts_when_the_share_reaches_the_threshold_exactly() -> No
     assert dataset_drift(_columns(1, 4), 0.25) == (0.25, True)
     assert dataset_drift(_columns(0, 3), 0.5) == (0.0, False)
     assert dataset_drift(_columns(3, 3), 1.0) == (1.0, True)
+
+
+def test_compute_drift_declares_drift_when_the_share_equals_drift_share(
+    drift_bundle: DriftBundle,
+) -> None:
+    # The verdict in the summary follows the same rule as dataset_drift: a window whose share
+    # of drifted columns equals drift_share has drifted. A shift of x1 drifts some columns but
+    # not all, so the share is strictly between 0 and 1 and a threshold can sit exactly on it.
+    current = drift_bundle.log_window(np.random.default_rng(8), 400, x1_shift=0.5)
+    below = _run(drift_bundle, current, drift_share=1.0).summary
+    assert 0 < below.share_drifted < 1
+    assert not below.dataset_drift
+    at = _run(drift_bundle, current, drift_share=below.share_drifted).summary
+    assert at.share_drifted == below.share_drifted
+    assert at.dataset_drift
