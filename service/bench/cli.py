@@ -104,6 +104,8 @@ def bench(
         if name in names
     }
     typer.echo("\n".join(table_lines(report)))
+    for name, count in report.unsettled.items():
+        typer.echo(f"note: {name} was still busy when {count} of its cells started", err=True)
     if results is not None:
         results.parent.mkdir(parents=True, exist_ok=True)
         results.write_text(markdown(report, rounds=rounds, seconds=seconds, extra_versions=extra))

@@ -79,8 +79,9 @@ def _probserve(
     delay_us: int | None = None,
 ) -> Contender:
     # Every feature on: intervals and sets (the body asks for a level), validation, metrics and
-    # the SQLite prediction log in a throwaway directory; "lean" turns the telemetry off.
-    log = f"sqlite:///{work / name / 'predictions.sqlite'}" if telemetry else "none"
+    # the Parquet prediction log (a dataset directory, a plain path) in a throwaway directory;
+    # "lean" turns the telemetry off.
+    log = str(work / name / "predictions") if telemetry else "none"
     cmd = [
         sys.executable, "-m", "service.cli", "serve", "--model-repository", str(repository),
         "--host", "127.0.0.1", "--port", str(port),

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from service.bench.runner import BenchReport, Row
+from service.bench.runner import (
+    SETTLE_MAX_SHARE,
+    SETTLE_TIMEOUT_S,
+    SETTLE_WINDOW_S,
+    BenchReport,
+    Row,
+)
 
 #: The contender every ratio is taken from: probserve with every feature on, native protocol.
 REFERENCE = "probserve"
@@ -95,6 +101,21 @@ def machine_lines(extra_versions: Mapping[str, str]) -> list[str]:
     ]
 
 
+def _isolation_lines(report: BenchReport) -> list[str]:
+    """How each contender had the server core to itself, and the cells where it did not settle."""
+    cells = {k: sum(r.rounds for r in report.rows if r.server == k) for k in report.unsettled}
+    unsettled = ", ".join(f"{k} {v} of {cells[k]}" for k, v in report.unsettled.items() if v)
+    return [
+        "- while one contender is driven (warm-up and every cell of a round), every other "
+        "contender's process tree is stopped (SIGSTOP) and continued afterwards (SIGCONT), so it "
+        "has the server core to itself",
+        f"- before each cell the harness waits until that contender's process tree uses under "
+        f"{SETTLE_MAX_SHARE:.0%} of a core (CPU time from /proc) over {SETTLE_WINDOW_S * 1000:g} "
+        f"ms, for at most {SETTLE_TIMEOUT_S:g} s; cells started before it settled: "
+        f"{unsettled or 'none'}",
+    ]
+
+
 def markdown(
     report: BenchReport, *, rounds: int, seconds: float, extra_versions: Mapping[str, str]
 ) -> str:
@@ -114,7 +135,8 @@ def markdown(
             f"- every server pinned to core 0 and wrk (1 thread) to core 1; {rounds} alternating "
             f"rounds of {seconds:g} s per cell; figures are medians over rounds; RSS is the "
             "server's process tree after the last round",
-            "- probserve: intervals, prediction sets and validation on, metrics on, SQLite "
+            *_isolation_lines(report),
+            "- probserve: intervals, prediction sets and validation on, metrics on, Parquet "
             "prediction log in a temporary directory; probserve-lean: metrics and log off; "
             "probserve@Nus: probserve with the batching delay set to N microseconds",
             f"- start-up to first answer (all started at once on one core): {ready}",

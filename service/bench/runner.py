@@ -1,8 +1,11 @@
 """Run the benchmark: every contender started at once, cells measured in alternating rounds.
 
-All servers run side by side (pinned to the server core; an idle one costs nothing), and each
-round drives every contender through every cell, so a slow minute of a shared machine lands on
-all of them rather than on one. The figure per cell is the median over rounds.
+All servers are pinned to the server core, and each round drives every contender through every
+cell, so a slow minute of a shared machine lands on all of them rather than on one. While one
+contender is driven every other one's process tree is stopped (SIGSTOP), so nothing else of the
+benchmark's runs on its core (a prediction-log writer draining its backlog, say), and before
+each cell the harness waits until the contender itself is idle. The figure per cell is the
+median over rounds.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 
 from service.bench import contenders as contenders_mod
 from service.bench.ceiling import ceiling_rows_per_s
-from service.bench.procs import tree_rss_mib
+from service.bench.procs import continue_all, isolated, settle, tree, tree_rss_mib
 from service.bench.workload import native_body, v2_body
 from service.bench.wrk import LoadResult, pinned, run_wrk
 from service.bundle import bundle_path, model_names, model_versions, read_manifest
@@ -31,6 +34,11 @@ from service.errors import UsageError
 #: Server on core 0, load generator on core 1: they must not fight for the same core.
 SERVER_CORE = 0
 LOAD_CORE = 1
+#: A contender counts as idle once its tree's CPU time grows by under 2% of a core over 200 ms;
+#: after 10 s of trying its cell starts anyway and is counted as unsettled.
+SETTLE_WINDOW_S = 0.2
+SETTLE_MAX_SHARE = 0.02
+SETTLE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,8 @@ class BenchReport:
     rss_mib: dict[str, float] = field(default_factory=dict)
     ready_s: dict[str, float] = field(default_factory=dict)
     ceiling_rows_per_s: dict[int, float] = field(default_factory=dict)
+    #: Per contender: cells that started before it settled (the settle bound ran out).
+    unsettled: dict[str, int] = field(default_factory=dict)
 
     def find(self, server: str, batch: int, connections: int) -> Row | None:
         """The row for one cell, if measured."""
@@ -140,6 +150,8 @@ class Server:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 20 s."""
+        # A stopped process never handles SIGTERM; isolation continues its trees, this is a net.
+        continue_all(list(tree(self.proc.pid)))
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=20)
@@ -161,6 +173,8 @@ def run_benchmark(
     providers: str = "cpu",
 ) -> BenchReport:
     """Start every contender, drive each cell ``rounds`` times in alternation, then the ceiling.
+
+    Each contender is driven alone on the server core: the others stopped, itself settled.
 
     ``providers`` ("cpu" or "cuda") is where every contender and the ceiling run the graph.
     """
@@ -195,18 +209,21 @@ def run_benchmark(
         for server, proc, url, probe, protocol in started:
             report.ready_s[server] = proc.wait_ready(url, probe)
             live[server] = (url, protocol, proc.proc.pid)
-        for url, protocol, _ in live.values():
-            for cell in cells:  # warm-up: imports, allocations, thread start, caches
-                body = bodies[protocol](manifest, cell.batch)
-                run_wrk(url, body, connections=cell.connections, seconds=warmup_s, core=LOAD_CORE)
-        for _ in range(rounds):
-            for server, (url, protocol, _) in live.items():
+        pids = [pid for _, _, pid in live.values()]
+        for url, protocol, pid in live.values():
+            with isolated(pid, pids):  # warm-up: imports, allocations, thread start, caches
                 for cell in cells:
-                    body = bodies[protocol](manifest, cell.batch)
-                    result = run_wrk(
-                        url, body, connections=cell.connections, seconds=seconds, core=LOAD_CORE
-                    )
-                    results.setdefault((server, cell), []).append(result)
+                    _drive(url, bodies[protocol](manifest, cell.batch), cell, warmup_s)
+        for _ in range(rounds):
+            for server, (url, protocol, pid) in live.items():
+                with isolated(pid, pids):  # the server core to itself
+                    for cell in cells:
+                        if not _settle(pid):
+                            report.unsettled[server] = report.unsettled.get(server, 0) + 1
+                        body = bodies[protocol](manifest, cell.batch)
+                        results.setdefault((server, cell), []).append(
+                            _drive(url, body, cell, seconds)
+                        )
         for server, (_, _, pid) in live.items():
             report.rss_mib[server] = tree_rss_mib(pid)
     for (server, cell), runs in results.items():
@@ -216,6 +233,18 @@ def run_benchmark(
             bundle, batch, seconds=seconds / 2, providers=providers
         )
     return report
+
+
+def _drive(url: str, body: bytes, cell: Cell, seconds: float) -> LoadResult:
+    """One wrk run of ``cell``'s shape against ``url``, wrk on the load core."""
+    return run_wrk(url, body, connections=cell.connections, seconds=seconds, core=LOAD_CORE)
+
+
+def _settle(pid: int) -> bool:
+    """Wait until the contender at ``pid`` is idle (drained); False if it did not within bound."""
+    return settle(
+        pid, window_s=SETTLE_WINDOW_S, max_share=SETTLE_MAX_SHARE, timeout_s=SETTLE_TIMEOUT_S
+    )
 
 
 def _row(server: str, cell: Cell, runs: list[LoadResult]) -> Row:

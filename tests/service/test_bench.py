@@ -1,17 +1,26 @@
 """The benchmark harness end to end on a tiny load, local contenders only (no install).
 
-Checks the table's shape and that every contender answered, never a timing.
+Checks the table's shape and that every contender answered, never a timing; and, on real busy
+processes, that the harness stops every other contender's process tree and waits for quiet.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from service.bench import contenders
 from service.bench.cli import parse_contenders, parse_delays, with_delay_variants
+from service.bench.procs import isolated, settle, tree, tree_cpu_s
 from service.bench.results import HEADER, markdown, table_lines
 from service.bench.runner import BenchReport, Cell, Row, parse_cells, run_benchmark
 from service.errors import UsageError
@@ -61,6 +70,12 @@ def test_variants_and_providers_reach_the_servers_environment(tmp_path: Path) ->
     assert variant.path == "/v1/models/m/predict"
     default = contenders.build("probserve", **common)  # type: ignore[arg-type]
     assert "PROBSERVE_MAX_QUEUE_DELAY_US" not in default.env  # the settings' default delay
+    # The Parquet prediction log: a plain directory path (no scheme) in the contender's folder.
+    assert default.env["PROBSERVE_PREDICTION_LOG_URL"] == str(
+        tmp_path / "probserve" / "predictions"
+    )
+    lean = contenders.build("probserve-lean", **common)  # type: ignore[arg-type]
+    assert lean.env["PROBSERVE_PREDICTION_LOG_URL"] == "none"
     assert default.env["PROBSERVE_PROVIDERS"] == "cpu"
     assert (
         contenders.build("bare", providers="cuda", **common).env[  # type: ignore[arg-type]
@@ -89,6 +104,108 @@ def test_ratios_are_probserve_over_each_contender() -> None:
         "| ceiling (in-process ONNX Runtime, cpu) | 1 | - | 1000 | 1000 "
         "| - | - | 0 | - | 0.30 | - |"
     )
+
+
+def test_method_says_each_contender_had_the_core_to_itself_and_counts_unsettled_cells() -> None:
+    report = BenchReport(model="m", version=1, unsettled={"probserve": 1})
+    report.rows = [Row("probserve", 1, 1, 300.0, 300.0, 0.6, 1.0, 0, 3)]
+    text = markdown(report, rounds=3, seconds=1, extra_versions={})
+    assert "every other contender's process tree is stopped (SIGSTOP)" in text
+    assert "under 2% of a core (CPU time from /proc) over 200 ms, for at most 10 s" in text
+    assert "cells started before it settled: probserve 1 of 3" in text
+    assert "Parquet prediction log in a temporary directory" in text
+    assert "SQLite" not in text
+    report.unsettled = {}
+    assert "cells started before it settled: none" in markdown(
+        report, rounds=3, seconds=1, extra_versions={}
+    )
+
+
+#: Spins on a core; with a child, first starts a spinning child and reaps it when it dies.
+_SPIN = "while True: pass"
+_SPIN_WITH_CHILD = (
+    "import subprocess, sys\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'while True: pass'])\n"
+    "while child.poll() is None: pass\n"
+)
+
+
+def _wait_for(check: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    """Poll ``check`` every 20 ms until it holds; False after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _advances(pid: int) -> bool:
+    """Whether the CPU time of ``pid`` (and any descendants) grows within a few seconds."""
+    start = tree_cpu_s(pid)
+    return _wait_for(lambda: tree_cpu_s(pid) > start)
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
+    """Start ``python -c CODE`` processes; each tree is killed (children first) at the end."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(code: str) -> subprocess.Popen[bytes]:
+        procs.append(subprocess.Popen([sys.executable, "-c", code]))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        for pid in reversed(list(tree(proc.pid))):  # children first: their parent reaps them
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def test_isolated_stops_every_other_process_tree_and_always_continues_it(
+    spawn: Callable[[str], subprocess.Popen[bytes]],
+) -> None:
+    kept, other = spawn(_SPIN), spawn(_SPIN_WITH_CHILD)
+    assert _wait_for(lambda: len(list(tree(other.pid))) == 2)
+    other_tree = list(tree(other.pid))  # the spinning process and its spinning child
+    assert all(_advances(pid) for pid in [kept.pid, *other_tree])
+
+    with isolated(kept.pid, [kept.pid, other.pid]):
+        assert _advances(kept.pid)  # the one being measured runs on
+        _assert_frozen(other_tree)
+    assert all(_advances(pid) for pid in other_tree)
+
+    # Continued on the way out of an interrupted block too, or shutdown would hang on it.
+    with pytest.raises(KeyboardInterrupt):
+        _interrupt_while_isolated(kept.pid, [other.pid], other_tree)
+    assert all(_advances(pid) for pid in other_tree)
+
+
+def _assert_frozen(pids: list[int]) -> None:
+    """The CPU time of each of ``pids`` stays put for 300 ms (each is stopped)."""
+    frozen = [tree_cpu_s(pid) for pid in pids]
+    time.sleep(0.3)
+    assert [tree_cpu_s(pid) for pid in pids] == frozen
+
+
+def _interrupt_while_isolated(keep: int, pids: list[int], watched: list[int]) -> None:
+    """Isolate ``keep``, check ``watched`` is stopped, then interrupt as Ctrl-C would."""
+    with isolated(keep, pids):
+        _assert_frozen(watched)
+        raise KeyboardInterrupt
+
+
+def test_settle_returns_promptly_when_idle_and_gives_up_when_busy(
+    spawn: Callable[[str], subprocess.Popen[bytes]],
+) -> None:
+    idle, busy = spawn("import time; time.sleep(60)"), spawn(_SPIN)
+    start = time.monotonic()
+    assert settle(idle.pid, window_s=0.2, max_share=0.02, timeout_s=5.0)
+    assert time.monotonic() - start < 2.0
+    start = time.monotonic()
+    assert not settle(busy.pid, window_s=0.2, max_share=0.02, timeout_s=0.6)
+    assert 0.6 <= time.monotonic() - start < 2.0  # it gave up at its bound, not before
 
 
 @pytest.mark.slow
