@@ -57,7 +57,8 @@ RepositoryOpt = Annotated[
 LogUrlOpt = Annotated[
     str,
     typer.Option(
-        help="prediction log: sqlite:///path, postgresql://...", envvar=_env("prediction-log-url")
+        help="prediction log: a directory or s3:// URL (Parquet), postgresql://...",
+        envvar=_env("prediction-log-url"),
     ),
 ]
 SinceOpt = Annotated[

@@ -85,8 +85,8 @@ def serve(
     prediction_log_url: Annotated[
         str | None,
         _opt(
-            "Prediction log: sqlite:///FILE, postgresql://..., or none "
-            "(default sqlite:///./predictions.sqlite).",
+            "Prediction log: a directory or s3:// URL (Parquet), postgresql://..., or none "
+            "(default ./predictions/).",
             "PREDICTION_LOG_URL",
         ),
     ] = None,
@@ -104,7 +104,24 @@ def serve(
     ] = None,
     prediction_log_spool_dir: Annotated[
         Path | None,
-        _opt("Spool directory while the log database is down.", "PREDICTION_LOG_SPOOL_DIR"),
+        _opt(
+            "Local spool directory (open segments, batches waiting for PostgreSQL).",
+            "PREDICTION_LOG_SPOOL_DIR",
+        ),
+    ] = None,
+    prediction_log_segment_rows: Annotated[
+        int | None,
+        _opt(
+            "Seal a Parquet segment at this many rows (default 200000).",
+            "PREDICTION_LOG_SEGMENT_ROWS",
+        ),
+    ] = None,
+    prediction_log_segment_seconds: Annotated[
+        float | None,
+        _opt(
+            "Seal a Parquet segment this long after it opened (default 60).",
+            "PREDICTION_LOG_SEGMENT_SECONDS",
+        ),
     ] = None,
     log_level: Annotated[str | None, _opt("debug, info, warning, error.", "LOG_LEVEL")] = None,
     log_format: Annotated[str | None, _opt("plain or json (JSON lines).", "LOG_FORMAT")] = None,

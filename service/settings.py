@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.predlog.urls import DEFAULT_LOG_URL
 from service.provider_names import parse_provider_names
 from service.uncertainty.levels import MAX_CONFIDENCE_LEVEL, MIN_CONFIDENCE_LEVEL
 from service.version_policy import VersionPolicy
@@ -137,12 +138,13 @@ class Settings(BaseSettings):
     )
     metrics: bool = Field(default=True, description="Serve Prometheus metrics at /metrics.")
     prediction_log_url: str = Field(
-        default="sqlite:///./predictions.sqlite",
+        default=DEFAULT_LOG_URL,
         min_length=1,
         description=(
-            "Where every prediction is logged: 'sqlite:///relative/path.sqlite', "
-            "'sqlite:////absolute/path.sqlite', 'postgresql://user:password@host:5432/db', or "
-            "'none' to turn the log off (the same setting the drift job reads)."
+            "Where every prediction is logged: a directory or filesystem URL ('./predictions/', "
+            "'file:///srv/predictions', 's3://bucket/prefix') for a Parquet dataset, "
+            "'postgresql://user:password@host:5432/db', or 'none' to turn the log off (the same "
+            "setting the drift job reads)."
         ),
     )
     prediction_log_sample_rate: float = Field(
@@ -165,7 +167,22 @@ class Settings(BaseSettings):
     )
     prediction_log_spool_dir: Path = Field(
         default=Path("./prediction-spool"),
-        description="Where rows wait on disk while the log database is unreachable.",
+        description=(
+            "Local directory of the log's fsync'd spools: open Parquet segments, and batches "
+            "waiting while PostgreSQL is unreachable."
+        ),
+    )
+    prediction_log_segment_rows: int = Field(
+        default=200_000,
+        ge=1,
+        le=100_000_000,
+        description="A Parquet segment is sealed (readable) when it holds this many rows.",
+    )
+    prediction_log_segment_seconds: float = Field(
+        default=60.0,
+        ge=0.05,
+        le=86400.0,
+        description="Seconds after which an open Parquet segment is sealed (readable).",
     )
     # Connection hygiene (service/http_protocol.py): a client that sends nothing, half its
     # headers or half its body is cut off instead of holding a file descriptor for ever.

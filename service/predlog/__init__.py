@@ -1,16 +1,16 @@
-"""The durable prediction log: one row per served instance, feedback labels, the drift window.
+"""The durable prediction log: request arrays in, Arrow batches out to Parquet or PostgreSQL.
 
-docs/architecture.md, "Telemetry seam".
+docs/architecture.md, "Prediction log".
 """
 
 from service.predlog.errors import PredictionLogError
+from service.predlog.layout import SCHEMA_VERSION
 from service.predlog.record import FeedbackCounts, FeedbackLabel, PredictionRecord
-from service.predlog.schema import SCHEMA_VERSION
 from service.predlog.urls import LogLocation, parse_log_url
 from service.predlog.writer import PredictionLog
 
-# read_window lives in service.predlog.reader: it needs pandas, which the serving process must
-# not import just to log (about 70 MiB of RSS). The drift job imports it from there.
+# read_window lives in service.predlog.reader: it needs pandas and pyarrow.dataset, which the
+# serving process must not import just to log (about 120 MiB of RSS). The drift job imports it.
 __all__ = [
     "SCHEMA_VERSION",
     "FeedbackCounts",

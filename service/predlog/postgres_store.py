@@ -1,25 +1,32 @@
-"""The log in PostgreSQL: psycopg 3 through a psycopg_pool connection pool."""
+"""The log in PostgreSQL (the compose stack): the writer's Arrow batches loaded with COPY.
+
+Layout, defined here once: one typed table per (model, version, column layout), its columns
+``c0..cN`` in the order of ``service.predlog.layout``'s flat schema (``c0`` is ``logged_at``);
+``predlog_tables`` maps each table to its model, version and layout; ``predlog_feedback`` holds
+labels; ``predlog_batches`` the ids of the batches loaded, so a replayed batch is skipped;
+``predlog_schema`` the layout version (docs/architecture.md, "Prediction log").
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from service.predlog.batches import Partition
 from service.predlog.errors import PredictionLogError, StoreUnavailable
-from service.predlog.schema import (
-    Row,
-    feedback_upsert_sql,
-    insert_sql,
-    migrate,
-)
-from service.predlog.store import Key
+from service.predlog.layout import FEEDBACK_SCHEMA, SCHEMA_VERSION, Columns, SchemaTooNew
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,6 +39,26 @@ CONNECT_TIMEOUT_S = 3
 CLIENT_ENCODING = "UTF8"
 #: Arbitrary advisory-lock key: workers starting together migrate the layout once.
 MIGRATION_LOCK = 0x70726564  # "pred"
+
+CREATE_STATEMENTS = (
+    "CREATE TABLE IF NOT EXISTS predlog_schema (version INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS predlog_tables (table_name TEXT PRIMARY KEY, model TEXT NOT NULL, "
+    "version INTEGER NOT NULL, columns TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS predlog_batches (batch_id TEXT PRIMARY KEY, "
+    "at DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS predlog_feedback (model TEXT NOT NULL, "
+    "received_at DOUBLE PRECISION NOT NULL, request_id TEXT NOT NULL, instance INTEGER NOT NULL, "
+    "label TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS predlog_feedback_model ON predlog_feedback (model, received_at)",
+)
+#: Arrow type (as text) -> the PostgreSQL column type.
+_PG_TYPES = {
+    "double": "DOUBLE PRECISION",
+    "float": "REAL",
+    "string": "TEXT",
+    "int32": "INTEGER",
+    "bool": "BOOLEAN",
+}
 
 
 def describe(dsn: str) -> str:
@@ -56,6 +83,7 @@ class PostgresStore:
                 "postgresql://user:password@host:5432/database)"
             ) from exc
         self._dsn = dsn
+        self._tables: dict[tuple[str, int, Columns], tuple[str, list[str]]] = {}
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
 
@@ -91,7 +119,19 @@ class PostgresStore:
     def _migrate(self) -> None:
         with self._connection() as connection, connection.transaction():
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            migrate(lambda sql, args: connection.execute(sql.encode(), args), "postgresql")
+            for statement in CREATE_STATEMENTS:
+                connection.execute(statement.encode())
+            found = connection.execute("SELECT max(version) FROM predlog_schema").fetchone()
+            current = int(found[0]) if found and found[0] is not None else 0
+            if current > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"the prediction log has layout version {current}; this code knows up to "
+                    f"{SCHEMA_VERSION} (a newer probserve wrote it)"
+                )
+            if current < SCHEMA_VERSION:
+                connection.execute("DELETE FROM predlog_schema")
+                connection.execute("INSERT INTO predlog_schema VALUES (%s)", (SCHEMA_VERSION,))
+        self._tables.clear()
 
     def _connection(self) -> AbstractContextManager[psycopg.Connection[tuple[Any, ...]]]:
         if self._pool is None:
@@ -105,48 +145,80 @@ class PostgresStore:
         except (psycopg.Error, PoolTimeout) as exc:
             raise StoreUnavailable(f"PostgreSQL {what} at {self.where}: {first_line(exc)}") from exc
 
-    def insert(self, rows: Sequence[Row]) -> None:
-        """Insert rows in one transaction (executemany runs pipelined in psycopg 3)."""
-
-        def work(connection: psycopg.Connection[tuple[Any, ...]]) -> None:
-            with connection.cursor() as cursor:
-                cursor.executemany(insert_sql("postgresql").encode(), rows)
-
-        self._run("insert", work)
-
-    def known(self, model: str, keys: Sequence[Key]) -> set[Key]:
-        """Keys of ``model`` with a logged prediction."""
-
-        def work(connection: psycopg.Connection[tuple[Any, ...]]) -> set[Key]:
-            cursor = connection.execute(
-                "SELECT DISTINCT p.request_id, p.instance FROM predictions p "
-                "JOIN unnest(%s::text[], %s::int[]) AS k(request_id, instance) "
-                "ON p.request_id = k.request_id AND p.instance = k.instance WHERE p.model = %s",
-                ([k[0] for k in keys], [k[1] for k in keys], model),
+    def write(self, partition: Partition, batch: pa.RecordBatch, batch_id: str) -> None:
+        """COPY one batch into its table in one transaction; a batch id already recorded is
+        skipped, so replaying a spool twice adds nothing. StoreUnavailable on a fault."""
+        if partition.kind == "feedback":  # one table for every model's labels
+            model = pa.array([partition.model] * batch.num_rows, type=pa.string())
+            batch = pa.RecordBatch.from_arrays(
+                [model, *batch.columns], names=["model", *batch.schema.names]
             )
-            return {(str(r), int(i)) for r, i in cursor}
-
-        return self._run("read", work)
-
-    def save_feedback(self, model: str, labels: Sequence[tuple[str, int, str]], at: float) -> None:
-        """Upsert labels in one transaction."""
+        payload = csv_payload(batch)
+        schema = batch.schema
 
         def work(connection: psycopg.Connection[tuple[Any, ...]]) -> None:
-            with connection.cursor() as cursor:
-                cursor.executemany(
-                    feedback_upsert_sql("postgresql").encode(),
-                    [(model, r, i, label, at) for r, i, label in labels],
+            with connection.transaction():
+                table, names = self._table(connection, partition, schema)
+                fresh = connection.execute(
+                    "INSERT INTO predlog_batches (batch_id, at) VALUES (%s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    (batch_id, time.time()),
                 )
+                if fresh.rowcount == 0:
+                    return
+                sql = f"COPY {table} ({', '.join(names)}) FROM STDIN WITH (FORMAT csv)"
+                with connection.cursor() as cursor, cursor.copy(sql.encode()) as copy:
+                    copy.write(payload)
 
-        self._run("feedback", work)
+        self._run("write", work)
+        if partition.kind == "predictions":  # known to exist once its transaction committed
+            key = (partition.model, partition.version or 0, Columns.from_schema(schema))
+            self._tables[key] = (table_name(*key), [f"c{i}" for i in range(len(schema))])
+
+    def _table(
+        self,
+        connection: psycopg.Connection[tuple[Any, ...]],
+        partition: Partition,
+        schema: pa.Schema,
+    ) -> tuple[str, list[str]]:
+        """The table (created on first use) and its column names for a batch's schema."""
+        if partition.kind == "feedback":
+            return "predlog_feedback", ["model", *FEEDBACK_SCHEMA.names]
+        assert partition.version is not None
+        columns = Columns.from_schema(schema)
+        key = (partition.model, partition.version, columns)
+        known = self._tables.get(key)
+        if known is not None:
+            return known
+        table = table_name(partition.model, partition.version, columns)
+        names = [f"c{i}" for i in range(len(schema))]
+        types = [_PG_TYPES[str(f.type)] for f in schema]
+        typed = ", ".join(f"{n} {t}" for n, t in zip(names, types, strict=True))
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        connection.execute(f"CREATE TABLE IF NOT EXISTS {table} ({typed})".encode())
+        connection.execute(f"CREATE INDEX IF NOT EXISTS {table}_time ON {table} (c0)".encode())
+        connection.execute(
+            "INSERT INTO predlog_tables (table_name, model, version, columns) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (table, partition.model, partition.version, columns.to_json()),
+        )
+        return table, names
 
     def delete_before(self, cutoff: float) -> int:
-        """Retention: delete old predictions and feedback."""
+        """Retention: delete old predictions, feedback and batch ids; the rows deleted."""
 
         def work(connection: psycopg.Connection[tuple[Any, ...]]) -> int:
-            a = connection.execute("DELETE FROM predictions WHERE logged_at < %s", (cutoff,))
-            b = connection.execute("DELETE FROM feedback WHERE received_at < %s", (cutoff,))
-            return a.rowcount + b.rowcount
+            deleted = 0
+            with connection.transaction():
+                tables = connection.execute("SELECT table_name FROM predlog_tables").fetchall()
+                for (table,) in tables:
+                    sql = f"DELETE FROM {table} WHERE c0 < %s"
+                    deleted += connection.execute(sql.encode(), (cutoff,)).rowcount
+                deleted += connection.execute(
+                    "DELETE FROM predlog_feedback WHERE received_at < %s", (cutoff,)
+                ).rowcount
+                connection.execute("DELETE FROM predlog_batches WHERE at < %s", (cutoff,))
+            return deleted
 
         return self._run("retention", work)
 
@@ -156,6 +228,21 @@ class PostgresStore:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
+
+
+def table_name(model: str, version: int, columns: Columns) -> str:
+    """A table per (model, version, layout): a readable prefix and a hash, within 63 bytes."""
+    digest = hashlib.sha256(f"{model}\0{version}\0{columns.to_json()}".encode()).hexdigest()
+    readable = re.sub(r"[^a-z0-9]+", "_", model.lower()).strip("_")[:24]
+    return f"predlog_{readable}_v{version}_{digest[:12]}"
+
+
+def csv_payload(batch: pa.RecordBatch) -> bytes:
+    """A batch as COPY's CSV, written by Arrow in C++ (no Python per row): strings are quoted,
+    so an empty string stays empty and a null (an empty field) becomes NULL."""
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(batch, sink, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    return bytes(sink.getvalue().to_pybytes())
 
 
 def first_line(exc: BaseException) -> str:

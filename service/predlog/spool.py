@@ -1,9 +1,10 @@
-"""Rows that the database did not take wait here, on local disk, in order.
+"""Arrow IPC stream spool files: each flush is appended as one record batch and fsync'd.
 
-One JSON-lines file per process (``spool-{token}.jsonl``), appended and fsynced per batch, and
-held under an exclusive ``flock`` for the process's lifetime: another process replays a file
-only when it can take that lock, i.e. when its writer has died (docs/architecture.md,
-"Telemetry seam").
+A spool file holds one partition (its schema metadata names kind, model, version and date) and
+is held under an exclusive ``flock`` while its process lives: another process takes a file only
+when it can take that lock, i.e. when its writer has died. A crash mid-append leaves a torn last
+message, which reading skips: SIGKILL loses at most the flush being written
+(docs/architecture.md, "Prediction log").
 """
 
 from __future__ import annotations
@@ -11,83 +12,92 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-import orjson
-
-from service.predlog.schema import Row
+import pyarrow as pa
+import pyarrow.ipc as ipc
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "spool-"
-SUFFIX = ".jsonl"
+SUFFIX = ".arrows"
+#: The batch-id key of each record batch's custom metadata.
+BATCH_ID = b"probserve.batch_id"
 
 
-class Spool:
-    """This process's spool file; created lazily on the first batch that needs it."""
+class SpoolFile:
+    """One partition's open spool: append record batches of one schema, durably."""
 
-    def __init__(self, directory: Path, token: str) -> None:
-        """``token`` names the file; it is the process's row-key prefix."""
-        self.directory = directory
-        self.path = directory / f"{PREFIX}{token}{SUFFIX}"
-        self._file: IO[bytes] | None = None
-        self.rows = 0  # rows waiting in this file
-
-    def append(self, rows: Sequence[Row]) -> None:
-        """Append rows durably (fsync) before they count as spooled; OSError on failure."""
-        if self._file is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("ab")
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        """Create ``path`` (its directory too) and lock it; OSError when that fails."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.schema = schema
+        self.rows = 0
+        self.opened_at = time.monotonic()
+        self._file: IO[bytes] = path.open("xb")
+        try:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._file.write(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+            self._writer = ipc.new_stream(self._file, schema)
+            self._sync()
+        except BaseException:
+            self._file.close()
+            path.unlink(missing_ok=True)
+            raise
+
+    def append(self, batch: pa.RecordBatch, batch_id: str) -> None:
+        """Append one batch and fsync before it counts as written; OSError on failure."""
+        self._writer.write_batch(batch, custom_metadata={BATCH_ID: batch_id.encode()})
+        self._sync()
+        self.rows += batch.num_rows
+
+    def _sync(self) -> None:
         self._file.flush()
         os.fsync(self._file.fileno())
-        self.rows += len(rows)
-
-    def read(self, chunk_rows: int) -> Iterator[list[Row]]:
-        """The waiting rows in the order they were spooled, ``chunk_rows`` at a time."""
-        if self._file is None:
-            return iter(())
-        return read_rows(self.path, chunk_rows)
-
-    def clear(self) -> None:
-        """Empty the file after every row in it reached the database."""
-        if self._file is not None:
-            self._file.truncate(0)
-            self._file.seek(0)
-            os.fsync(self._file.fileno())
-        self.rows = 0
 
     def close(self) -> None:
-        """Release the file; an empty one is removed, a non-empty one waits for a later process."""
-        if self._file is None:
-            return
-        if self.rows == 0:
-            self.path.unlink(missing_ok=True)
-        self._file.close()
-        self._file = None
+        """Finish the stream (end-of-stream marker) and release the lock; the file stays."""
+        try:
+            self._writer.close()
+            self._sync()
+        finally:
+            self._file.close()
+
+    def discard(self) -> None:
+        """Close and remove the file (its rows reached their store)."""
+        self.close()
+        self.path.unlink(missing_ok=True)
 
 
-def read_rows(path: Path, chunk_rows: int) -> Iterator[list[Row]]:
-    """Rows of a spool file in order; a torn last line (a crash mid-write) is skipped."""
-    chunk: list[Row] = []
+def read_spool(path: Path) -> tuple[pa.Schema, list[tuple[pa.RecordBatch, str]]]:
+    """A spool file's schema and its complete batches with their ids, in order.
+
+    A torn last message (a crash mid-append) is skipped with a warning; ValueError when the
+    file holds no readable schema at all.
+    """
+    batches: list[tuple[pa.RecordBatch, str]] = []
     with path.open("rb") as handle:
-        for line in handle:
-            if not line.endswith(b"\n"):
-                logger.warning("prediction log spool: skipped a partly written last line")
+        try:
+            reader = ipc.open_stream(handle)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ValueError(f"spool file {path.name} has no readable schema") from exc
+        while True:
+            try:
+                batch, meta = reader.read_next_batch_with_custom_metadata()
+            except StopIteration:
                 break
-            chunk.append(tuple(orjson.loads(line)))
-            if len(chunk) >= chunk_rows:
-                yield chunk
-                chunk = []
-    if chunk:
-        yield chunk
+            except (pa.ArrowInvalid, OSError):
+                logger.warning("prediction log spool %s: skipped a partly written batch", path.name)
+                break
+            batch_id = (meta or {}).get(BATCH_ID, b"").decode() if meta else ""
+            batches.append((batch, batch_id))
+        return reader.schema, batches
 
 
 class Orphan:
-    """Another (dead) process's spool file, locked by us while we replay it."""
+    """Another (dead) process's spool file, locked by us while we take it over."""
 
     def __init__(self, path: Path, handle: IO[bytes]) -> None:
         """Hold ``handle``'s lock until ``done`` or ``release``."""
@@ -95,24 +105,22 @@ class Orphan:
         self._handle = handle
 
     def done(self) -> None:
-        """Every row reached the database: remove the file."""
+        """Every row reached its store: remove the file."""
         self.path.unlink(missing_ok=True)
         self._handle.close()
 
     def release(self) -> None:
-        """Replay failed: leave the file for the next attempt."""
+        """Taking it over failed: leave the file for the next attempt."""
         self._handle.close()
 
 
-def orphans(directory: Path, own: Path) -> list[Orphan]:
-    """Spool files of processes that are gone (their lock is free), oldest first."""
+def orphans(directory: Path, prefix: str) -> Iterator[Orphan]:
+    """Spool files named ``prefix*`` of processes that are gone (their lock is free), oldest
+    first; files of live writers (ours included) are skipped."""
     if not directory.is_dir():
-        return []
-    found: list[Orphan] = []
-    paths = sorted(directory.glob(f"{PREFIX}*{SUFFIX}"), key=_mtime)
+        return
+    paths = sorted(directory.glob(f"{prefix}*{SUFFIX}"), key=_mtime)
     for path in paths:
-        if path == own:
-            continue
         try:
             handle = path.open("rb")
         except OSError:
@@ -122,8 +130,7 @@ def orphans(directory: Path, own: Path) -> list[Orphan]:
         except OSError:  # its writer is alive
             handle.close()
             continue
-        found.append(Orphan(path, handle))
-    return found
+        yield Orphan(path, handle)
 
 
 def _mtime(path: Path) -> float:

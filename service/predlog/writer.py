@@ -1,9 +1,10 @@
-"""PredictionLog: a bounded queue in front of a writer thread that inserts in batches.
+"""PredictionLog: a bounded queue of request arrays in front of a writer thread.
 
 The request path only appends a record to a deque (``enqueue`` never blocks, never raises).
-The writer thread turns records into rows, inserts them in batches, and when the database
-fails spools them to local disk, retries periodically, and on recovery replays the spool in
-order before newer rows (docs/architecture.md, "Telemetry seam").
+The writer thread turns a flush into one Arrow record batch per partition and hands it to the
+store: the Parquet store spools it (fsync'd) and seals segments; PostgreSQL loads it with COPY,
+and while PostgreSQL is unreachable the batches wait in pending spools on local disk, replayed
+in order before newer rows (docs/architecture.md, "Prediction log").
 """
 
 from __future__ import annotations
@@ -15,20 +16,22 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
+from typing import Protocol
 
-from service.predlog.errors import PredictionLogError, StoreUnavailable
-from service.predlog.feedback import store_feedback
-from service.predlog.record import (
-    FeedbackCounts,
-    FeedbackLabel,
-    PredictionRecord,
-    record_rows,
-    records_rows,
+import pyarrow as pa
+
+from service.predlog.batches import (
+    Partition,
+    columns_of,
+    feedback_batch,
+    partition_of,
+    prediction_batch,
 )
-from service.predlog.schema import Row, SchemaTooNew
-from service.predlog.spool import Spool, orphans, read_rows
-from service.predlog.sqlite_store import SqliteStore
-from service.predlog.store import Store
+from service.predlog.errors import PredictionLogError, StoreUnavailable
+from service.predlog.layout import SchemaTooNew, file_metadata
+from service.predlog.parquet_store import ParquetStore
+from service.predlog.record import FeedbackCounts, FeedbackLabel, FeedbackRecord, PredictionRecord
+from service.predlog.spool import SUFFIX, SpoolFile, orphans, read_spool
 from service.predlog.urls import parse_log_url
 
 logger = logging.getLogger(__name__)
@@ -39,36 +42,32 @@ OUTCOMES = ("queued", "written", "spooled", "replayed", "dropped", "failed")
 DROP_WARNING_INTERVAL_S = 10.0
 #: Seconds between retention passes.
 RETENTION_INTERVAL_S = 3600.0
-#: Seconds an idle writer (nothing queued) sleeps between maintenance checks (retry, retention).
-IDLE_TICK_S = 1.0
+#: Seconds an idle writer (nothing queued) sleeps between maintenance checks.
+IDLE_TICK_S = 0.5
+#: PostgreSQL's batches that wait for the database are spooled under this prefix.
+PENDING_PREFIX = "pending-"
+
+Queued = PredictionRecord | FeedbackRecord
+
+
+class Store(Protocol):
+    """What the writer needs from a store; ``write`` raises StoreUnavailable or OSError."""
+
+    def open(self) -> None:
+        """Connect or create; StoreUnavailable when unreachable."""
+
+    def write(self, partition: Partition, batch: pa.RecordBatch, batch_id: str) -> None:
+        """Store one batch durably."""
+
+    def delete_before(self, cutoff: float) -> int:
+        """Retention."""
+
+    def close(self) -> None:
+        """Seal or disconnect."""
 
 
 def _ignore(outcome: str, rows: int) -> None:
     """The default ``on_rows``: count nothing."""
-
-
-def open_store(url: str) -> Store:
-    """The store a log URL names; PredictionLogError for a malformed or ``none`` URL."""
-    try:
-        location = parse_log_url(url)
-    except ValueError as exc:
-        raise PredictionLogError(str(exc)) from exc
-    if location is None:
-        raise PredictionLogError("the prediction log is off (URL 'none')")
-    if location.kind == "sqlite":
-        assert location.path is not None
-        return SqliteStore(location.path)
-    assert location.dsn is not None
-    # psycopg is imported only where PostgreSQL is used (SQLite serving skips ~10 MiB of it).
-    from service.predlog.postgres_store import PostgresStore
-
-    return PostgresStore(location.dsn)
-
-
-#: Rows converted between two points where the writer lets the event loop have the GIL, and how
-#: long it steps aside there.
-CONVERT_SLICE_ROWS = 128
-YIELD_S = 0.0001
 
 
 class PredictionLog:
@@ -79,41 +78,70 @@ class PredictionLog:
         url: str,
         *,
         queue_rows: int = 100_000,
-        batch_rows: int = 2_000,
+        batch_rows: int = 8_192,
         flush_interval_s: float = 0.02,
         retry_interval_s: float = 2.0,
         spool_dir: Path = Path("./prediction-spool"),
+        segment_rows: int = 200_000,
+        segment_age_s: float = 60.0,
         retention_days: float | None = None,
         on_rows: Callable[[str, int], None] = _ignore,
     ) -> None:
-        """Nothing connects until ``start``; a malformed URL fails here (PredictionLogError).
+        """Nothing is touched until ``start``; a malformed URL fails here (PredictionLogError).
 
-        ``queue_rows`` bounds the rows waiting in memory; ``batch_rows`` the rows per insert;
-        rows are written ``flush_interval_s`` after the first of them arrived (the most a
-        SIGKILL can lose; an idle writer sleeps); a failed database is retried every
-        ``retry_interval_s``; ``on_rows(outcome, n)`` counts rows.
+        ``queue_rows`` bounds the rows waiting in memory; ``batch_rows`` the rows per flush;
+        rows are flushed ``flush_interval_s`` after the first of them arrived (the most a
+        SIGKILL can lose); a Parquet segment is sealed at ``segment_rows`` or
+        ``segment_age_s``; an unreachable database is retried every ``retry_interval_s``.
         """
-        self._store = open_store(url)
+        try:
+            location = parse_log_url(url)
+        except ValueError as exc:
+            raise PredictionLogError(str(exc)) from exc
+        if location is None:
+            raise PredictionLogError("the prediction log is off (URL 'none')")
+        self._token = uuid.uuid4().hex[:16]
+        self._spool_dir = Path(spool_dir)
+        self._parquet: ParquetStore | None = None
+        self._store: Store
+        if location.kind == "parquet":
+            assert location.url is not None
+            self._parquet = ParquetStore(
+                location.url,
+                self._spool_dir,
+                self._token,
+                segment_rows=segment_rows,
+                segment_age_s=segment_age_s,
+            )
+            self._store = self._parquet
+        else:
+            assert location.dsn is not None
+            # psycopg is imported only where PostgreSQL is used.
+            from service.predlog.postgres_store import PostgresStore
+
+            self._store = PostgresStore(location.dsn)
         self._capacity = queue_rows
         self._batch_rows = batch_rows
         self._flush_interval_s = flush_interval_s
         self._retry_interval_s = retry_interval_s
         self._retention_s = retention_days * 86400.0 if retention_days else None
         self._on_rows = on_rows
-        self._token = uuid.uuid4().hex[:16]
-        self._spool = Spool(Path(spool_dir), self._token)
         self._seq = 0
-        self._queue: collections.deque[PredictionRecord] = collections.deque()
+        self._queue: collections.deque[Queued] = collections.deque()
         self._lock = threading.Lock()  # the queue's row count and the enqueue counter
         self._rows = 0
-        self._enqueued = 0  # records accepted so far
-        self._done = 0  # records written, spooled or failed so far (writer thread)
+        self._enqueued = 0
+        self._done = 0  # records stored, spooled or failed so far (writer thread)
+        self._seal_wanted = 0
+        self._sealed = 0
         self._done_cond = threading.Condition()
         self._wake = threading.Event()
         self._stopping = False
         self._closed = False
         self._thread: threading.Thread | None = None
-        self._up = False  # the store is open and took the last write
+        self._up = False
+        self._pending: dict[Partition, SpoolFile] = {}
+        self._pending_count = 0
         self._next_retry = 0.0
         self._next_retention = 0.0
         self._last_drop_warning = 0.0
@@ -122,12 +150,11 @@ class PredictionLog:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Open the database (create or migrate its layout) and start the writer thread.
+        """Open the store and start the writer thread.
 
-        A database that is unreachable does not stop the server: rows are spooled and the
-        writer keeps retrying (PostgreSQL may start after the service in a compose stack). A
-        configuration error (unusable SQLite file, layout newer than this code) raises
-        PredictionLogError with a one-line message.
+        An unreachable database does not stop the server: batches are spooled and the writer
+        keeps retrying. A configuration error (layout newer than this code, a directory that
+        cannot be made) raises PredictionLogError with a one-line message.
         """
         try:
             self._open_store()
@@ -140,7 +167,7 @@ class PredictionLog:
         try:
             self._store.open()
         except StoreUnavailable as exc:
-            logger.warning("prediction log: database unreachable, spooling rows: %s", exc)
+            logger.warning("prediction log: database unreachable, spooling batches: %s", exc)
             self._up = False
             self._next_retry = time.monotonic() + self._retry_interval_s
             return
@@ -148,7 +175,7 @@ class PredictionLog:
         self._replay()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Drain the queue (written or spooled), stop the writer thread, close the database."""
+        """Drain the queue (stored or spooled), seal segments, stop the writer, close the store."""
         with self._lock:
             self._closed = True
         self._stopping = True
@@ -160,13 +187,18 @@ class PredictionLog:
                 return
         else:
             self._drain()
-        self._spool.close()
-        self._store.close()
+        for spool in self._pending.values():  # left for the next process that starts
+            spool.close()
+        self._pending.clear()
+        try:
+            self._store.close()
+        except (OSError, pa.ArrowException) as exc:
+            logger.error("prediction log: closing the store failed: %s", exc)
 
     # -- request path ---------------------------------------------------------------------------
 
-    def enqueue(self, record: PredictionRecord) -> bool:
-        """Queue a served request's rows; False (counted as dropped) when the queue is full."""
+    def enqueue(self, record: Queued) -> bool:
+        """Queue a served request's arrays; False (counted as dropped) when the queue is full."""
         try:
             n = record.rows
             with self._lock:
@@ -207,29 +239,45 @@ class PredictionLog:
         """Rows waiting in memory (the probserve_prediction_log_queue_rows gauge)."""
         return self._rows
 
-    def flush(self, timeout_s: float) -> None:
-        """Wait until every record enqueued so far is written or spooled (or ``timeout_s``)."""
+    def flush(self, timeout_s: float, *, seal: bool = False) -> bool:
+        """Wait until every record enqueued so far is stored or spooled (and, with ``seal``,
+        every Parquet spool is a readable segment); False when ``timeout_s`` ran out."""
         with self._lock:
             target = self._enqueued
         if self._thread is None or not self._thread.is_alive():
             self._drain()
-            return
+            if seal and self._parquet is not None:
+                self._parquet.seal_all()
+            return True
+        with self._done_cond:
+            self._seal_wanted += int(seal)
+            wanted = self._seal_wanted
         self._wake.set()
         with self._done_cond:
-            self._done_cond.wait_for(lambda: self._done >= target, timeout_s)
+            return self._done_cond.wait_for(
+                lambda: self._done >= target and self._sealed >= wanted, timeout_s
+            )
 
     # -- feedback -------------------------------------------------------------------------------
 
     def record_feedback(
         self, model: str, labels: Sequence[FeedbackLabel], classes: Collection[str]
     ) -> FeedbackCounts:
-        """Store ground truth (blocking: call it from a thread). Flushes first so predictions
-        just served are found. PredictionLogError when the database is unreachable."""
-        self.flush(10.0)
-        try:
-            return store_feedback(self._store, model, labels, classes)
-        except StoreUnavailable as exc:
-            raise PredictionLogError(f"the prediction log is unreachable: {exc}") from exc
+        """Queue the labels that name a class of ``model`` and wait until they are durable
+        (blocking: call it from a thread). PredictionLogError when they cannot be queued."""
+        valid = [item for item in labels if item.label in classes]
+        if valid:
+            record = FeedbackRecord(
+                received_at=time.time(),
+                model=model,
+                request_ids=[item.request_id for item in valid],
+                instances=[item.instance for item in valid],
+                labels=[item.label for item in valid],
+            )
+            if not self.enqueue(record):
+                raise PredictionLogError("the prediction log's queue is full")
+            self.flush(10.0)
+        return FeedbackCounts(accepted=len(valid), unknown=0, invalid=len(labels) - len(valid))
 
     # -- writer thread --------------------------------------------------------------------------
 
@@ -238,11 +286,9 @@ class PredictionLog:
             self._wake.wait(IDLE_TICK_S)  # a first record, a full batch, flush() or stop()
             self._wake.clear()
             if not self._stopping and 0 < self._rows < self._batch_rows:
-                # Gather what arrives within a flush interval into one write. Short intervals
-                # keep each write small: converting rows holds the GIL and, on a server pinned
-                # to one core, the core; a lone client's p99 with the log on was 6.0-6.5 ms
-                # writing every 0.5 s and 2.9 ms every 10 ms (lean: 2.8 ms).
-                self._wake.wait(self._flush_interval_s)  # cut short by a full batch or stop
+                # Gather what arrives within a flush interval into one batch: the interval is
+                # also the most a SIGKILL can lose.
+                self._wake.wait(self._flush_interval_s)
                 self._wake.clear()
             try:
                 self._drain()
@@ -254,13 +300,11 @@ class PredictionLog:
                     empty = not self._queue
                 if empty:
                     if not self._up:
-                        # Last chance before exit, whatever the retry timer says: rows left
-                        # in the spool wait for the next process that uses this directory.
-                        self._recover()
+                        self._recover()  # last chance; what is left waits in the spool
                     return
 
-    def _take(self) -> list[PredictionRecord]:
-        taken: list[PredictionRecord] = []
+    def _take(self) -> list[Queued]:
+        taken: list[Queued] = []
         rows = 0
         with self._lock:
             while self._queue and rows < self._batch_rows:
@@ -271,72 +315,71 @@ class PredictionLog:
         return taken
 
     def _drain(self) -> None:
-        """Write (or spool) everything queued, one batch at a time."""
+        """Store (or spool) everything queued, one flush at a time."""
         while records := self._take():
-            rows: list[Row] = []
-            try:
-                rows = self._convert(records)
-            except Exception:  # a malformed record: convert one by one, so it costs only itself
-                for record in records:
-                    try:
-                        rows += record_rows(record, self._token, self._seq)
-                    except Exception:
-                        logger.exception("prediction log: could not convert a record; rows lost")
-                        self._on_rows("failed", record.rows)
-                    self._seq += record.rows
-            if rows:
-                self._write(rows)
+            groups: dict[Partition, list[Queued]] = {}
+            for record in records:
+                groups.setdefault(partition_of(record), []).append(record)
+            for partition, group in groups.items():
+                self._store_group(partition, group)
             with self._done_cond:
                 self._done += len(records)
                 self._done_cond.notify_all()
 
-    def _convert(self, records: list[PredictionRecord]) -> list[Row]:
-        """All rows of ``records``, converted a slice at a time, letting the GIL go in between.
+    def _store_group(self, partition: Partition, group: list[Queued]) -> None:
+        try:
+            batch = _batch(group)
+        except Exception:  # a malformed record: convert one by one, so it costs only itself
+            for record in group:
+                try:
+                    self._write(partition, _batch([record]))
+                except Exception:
+                    logger.exception("prediction log: could not convert a record; rows lost")
+                    self._on_rows("failed", record.rows)
+            return
+        self._write(partition, batch)
 
-        Conversion is pure Python: a long stretch of it holds the GIL, and an event loop woken
-        by a request meanwhile waits up to the interpreter's switch interval (5 ms) for it.
-        Between slices of about CONVERT_SLICE_ROWS rows the writer sleeps briefly (a real
-        sleep: ``sleep(0)`` may take the GIL straight back), with one insert for all of them.
-        """
-        rows: list[Row] = []
-        start = 0
-        while start < len(records):
-            stop, size = start, 0
-            while stop < len(records) and (
-                size == 0 or size + records[stop].rows <= CONVERT_SLICE_ROWS
-            ):
-                size += records[stop].rows
-                stop += 1
-            rows += records_rows(records[start:stop], self._token, self._seq + len(rows))
-            start = stop
-            if start < len(records):
-                time.sleep(YIELD_S)
-        self._seq += len(rows)
-        return rows
-
-    def _write(self, rows: list[Row]) -> None:
+    def _write(self, partition: Partition, batch: pa.RecordBatch) -> None:
+        self._seq += 1
+        batch_id = f"{self._token}-{self._seq}"
         if not self._up and time.monotonic() >= self._next_retry:
             self._recover()
         if self._up:
             try:
-                self._store.insert(rows)
+                self._store.write(partition, batch, batch_id)
             except StoreUnavailable as exc:
-                logger.warning("prediction log: insert failed, spooling rows: %s", exc)
+                logger.warning("prediction log: write failed, spooling batches: %s", exc)
                 self._up = False
                 self._next_retry = time.monotonic() + self._retry_interval_s
+            except (OSError, pa.ArrowException) as exc:
+                logger.error("prediction log: %d rows lost: %s", batch.num_rows, exc)
+                self._on_rows("failed", batch.num_rows)
+                return
             else:
-                self._on_rows("written", len(rows))
+                self._on_rows("written", batch.num_rows)
                 return
         try:
-            self._spool.append(rows)
+            self._spool_pending(partition, batch, batch_id)
         except OSError as exc:
-            logger.error("prediction log: spool write failed, %d rows lost: %s", len(rows), exc)
-            self._on_rows("failed", len(rows))
+            logger.error("prediction log: spool failed, %d rows lost: %s", batch.num_rows, exc)
+            self._on_rows("failed", batch.num_rows)
         else:
-            self._on_rows("spooled", len(rows))
+            self._on_rows("spooled", batch.num_rows)
+
+    def _spool_pending(self, partition: Partition, batch: pa.RecordBatch, batch_id: str) -> None:
+        spool = self._pending.get(partition)
+        if spool is None or spool.schema.remove_metadata() != batch.schema:
+            if spool is not None:
+                spool.close()
+            self._pending_count += 1
+            name = f"{PENDING_PREFIX}{self._token}-{self._pending_count:06d}{SUFFIX}"
+            meta = file_metadata(partition.kind, partition.model, partition.version, partition.date)
+            spool = SpoolFile(self._spool_dir / name, batch.schema.with_metadata(meta))
+            self._pending[partition] = spool
+        spool.append(batch, batch_id)
 
     def _recover(self) -> None:
-        """Reopen the database and replay the spool; stays down on failure."""
+        """Reopen the database and replay the pending spools; stays down on failure."""
         self._next_retry = time.monotonic() + self._retry_interval_s
         try:
             self._store.open()
@@ -350,37 +393,63 @@ class PredictionLog:
         self._replay()
 
     def _replay(self) -> None:
-        """Replay dead processes' spool files, then ours, in order; rows already in the
-        database are skipped by row_key, so a replay cut short can simply run again."""
+        """Replay dead processes' pending spools, then ours, oldest first; batches already
+        stored are skipped by id, so a replay cut short can simply run again."""
+        from service.predlog.parquet_store import partition_from_metadata
+
+        for spool in self._pending.values():  # ours: unlock, so the sweep below takes them
+            spool.close()
+        self._pending.clear()
         try:
-            for orphan in orphans(self._spool.directory, self._spool.path):
+            for orphan in orphans(self._spool_dir, PENDING_PREFIX):
                 try:
-                    for chunk in read_rows(orphan.path, self._batch_rows):
-                        self._store.insert(chunk)
-                        self._on_rows("replayed", len(chunk))
-                except BaseException:
+                    schema, batches = read_spool(orphan.path)
+                    partition = partition_from_metadata(schema.metadata)
+                    for batch, batch_id in batches:
+                        self._store.write(partition, batch, batch_id)
+                        self._on_rows("replayed", batch.num_rows)
+                except StoreUnavailable:
                     orphan.release()
                     raise
+                except (OSError, ValueError, pa.ArrowException) as exc:
+                    logger.error("prediction log: cannot replay %s: %s", orphan.path.name, exc)
+                    orphan.release()
+                    continue
                 orphan.done()
-            for chunk in self._spool.read(self._batch_rows):
-                self._store.insert(chunk)
-                self._on_rows("replayed", len(chunk))
-            self._spool.clear()
         except StoreUnavailable as exc:
             logger.warning("prediction log: replay interrupted, will retry: %s", exc)
             self._up = False
             self._next_retry = time.monotonic() + self._retry_interval_s
 
     def _maintain(self) -> None:
-        """Retry a failed database with nothing new to write; delete rows past retention."""
+        """Retry a failed database, seal aged segments, apply retention, answer seal requests."""
         if not self._up and time.monotonic() >= self._next_retry:
             self._recover()
+        wanted = self._seal_wanted
+        try:
+            if self._parquet is not None:
+                if wanted > self._sealed:
+                    self._parquet.seal_all()
+                else:
+                    self._parquet.maintain()
+        finally:
+            with self._done_cond:
+                self._sealed = max(self._sealed, wanted)
+                self._done_cond.notify_all()
         if self._up and self._retention_s is not None and time.monotonic() >= self._next_retention:
             self._next_retention = time.monotonic() + RETENTION_INTERVAL_S
             try:
                 deleted = self._store.delete_before(time.time() - self._retention_s)
-            except StoreUnavailable as exc:
+            except (StoreUnavailable, OSError) as exc:
                 logger.warning("prediction log: retention pass failed: %s", exc)
             else:
                 if deleted:
-                    logger.info("prediction log: retention deleted %d rows", deleted)
+                    logger.info("prediction log: retention deleted %d rows or partitions", deleted)
+
+
+def _batch(group: Sequence[Queued]) -> pa.RecordBatch:
+    """The record batch of records of one partition."""
+    if isinstance(group[0], FeedbackRecord):
+        return feedback_batch([r for r in group if isinstance(r, FeedbackRecord)])
+    predictions = [r for r in group if isinstance(r, PredictionRecord)]
+    return prediction_batch(predictions, columns_of(predictions[0]))

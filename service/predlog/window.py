@@ -1,0 +1,143 @@
+"""A model's window of the log as Arrow tables, without pandas (``probserve log show`` uses it).
+
+A Parquet dataset is read with pyarrow.dataset, filtered on the hive path (model, version,
+date) and on ``logged_at`` inside the files, so only the window is decoded; PostgreSQL is read
+with ``COPY ... TO STDOUT`` parsed by Arrow (docs/architecture.md, "Prediction log").
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from service.predlog.batches import utc_date
+from service.predlog.layout import FEEDBACK_SCHEMA, Columns, check_schema_version
+from service.predlog.parquet_store import FEEDBACK_DIR, open_filesystem
+from service.predlog.urls import parse_log_url
+
+#: (version, its column layout, its rows) of one model.
+Part = tuple[int, Columns, pa.Table]
+
+
+def read_parts(
+    url: str,
+    model: str,
+    *,
+    version: int | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    last: int | None = None,
+) -> list[Part]:
+    """Each version's rows of ``model`` in [since, until) (of the newest ``last`` overall, give
+    or take rows sharing the cutoff time). ValueError for ``none``; Arrow/OS errors pass."""
+    location = parse_log_url(url)
+    if location is None:
+        raise ValueError("the prediction log is off (URL 'none'): there is nothing to read")
+    if location.kind == "postgresql":
+        assert location.dsn is not None
+        from service.predlog.postgres_reader import postgres_parts
+
+        return postgres_parts(location.dsn, model, version, since, until, last)
+    assert location.url is not None
+    return list(_parquet_parts(location.url, model, version, since, until, last))
+
+
+def read_feedback(url: str, model: str) -> pa.Table:
+    """Every feedback label of ``model`` (FEEDBACK_SCHEMA), oldest and newest alike."""
+    location = parse_log_url(url)
+    if location is None:
+        return FEEDBACK_SCHEMA.empty_table()
+    if location.kind == "postgresql":
+        assert location.dsn is not None
+        from service.predlog.postgres_reader import postgres_feedback
+
+        return postgres_feedback(location.dsn, model)
+    assert location.url is not None
+    return _parquet_feedback(location.url, model)
+
+
+def _subdirs(filesystem: pafs.FileSystem, path: str, key: str) -> list[str]:
+    """Values of the hive directories ``key=value`` directly under ``path``."""
+    selector = pafs.FileSelector(path, allow_not_found=True)
+    found = []
+    for info in filesystem.get_file_info(selector):
+        name = info.path.rsplit("/", 1)[-1]
+        if info.type == pafs.FileType.Directory and name.startswith(f"{key}="):
+            found.append(urllib.parse.unquote(name.removeprefix(f"{key}=")))
+    return found
+
+
+def _time_filter(since: float | None, until: float | None) -> ds.Expression | None:
+    """Rows in [since, until): pruned by the date directories, then by row-group statistics."""
+    clauses: list[ds.Expression] = []
+    if since is not None:
+        clauses += [ds.field("date") >= utc_date(since), ds.field("logged_at") >= since]
+    if until is not None:
+        clauses += [ds.field("date") <= utc_date(until), ds.field("logged_at") < until]
+    if not clauses:
+        return None
+    expression = clauses[0]
+    for clause in clauses[1:]:
+        expression = expression & clause
+    return expression
+
+
+def _parquet_parts(
+    url: str,
+    model: str,
+    version: int | None,
+    since: float | None,
+    until: float | None,
+    last: int | None,
+) -> Iterator[Part]:
+    filesystem, root = open_filesystem(url)
+    if filesystem.get_file_info(root).type != pafs.FileType.Directory:
+        raise ValueError("no prediction log at that URL (nothing logged yet?)")
+    model_dir = f"{root}/model={urllib.parse.quote(model, safe='')}"
+    versions = sorted(int(v) for v in _subdirs(filesystem, model_dir, "version") if v.isdigit())
+    datasets = []
+    for v in versions:
+        if version is not None and v != version:
+            continue
+        dataset = ds.dataset(
+            f"{model_dir}/version={v}",
+            filesystem=filesystem,
+            format="parquet",
+            partitioning=ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive"),
+        )
+        check_schema_version(dataset.schema.metadata)
+        datasets.append((v, dataset))
+    where = _time_filter(since, until)
+    if last is not None:  # the newest ``last`` rows: find their oldest time from one column
+        times = [d.to_table(columns=["logged_at"], filter=where)["logged_at"] for _, d in datasets]
+        newest = pa.chunked_array([c for t in times for c in t.chunks], type=pa.float64())
+        if len(newest) > last:
+            cutoff = pc.select_k_unstable(newest, last, [("", "descending")])
+            floor = pc.min(newest.take(cutoff)).as_py()
+            extra = ds.field("logged_at") >= floor
+            where = extra if where is None else where & extra
+    for v, dataset in datasets:
+        table = dataset.to_table(filter=where)
+        if "date" in table.column_names:
+            table = table.drop_columns(["date"])
+        yield v, Columns.from_schema(table.schema), table
+
+
+def _parquet_feedback(url: str, model: str) -> pa.Table:
+    filesystem, root = open_filesystem(url)
+    directory = f"{root}/{FEEDBACK_DIR}/model={urllib.parse.quote(model, safe='')}"
+    if filesystem.get_file_info(directory).type != pafs.FileType.Directory:
+        return FEEDBACK_SCHEMA.empty_table()
+    dataset = ds.dataset(
+        directory,
+        filesystem=filesystem,
+        format="parquet",
+        schema=FEEDBACK_SCHEMA,
+        partitioning=ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive"),
+    )
+    return dataset.to_table(columns=FEEDBACK_SCHEMA.names)
