@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from service.predlog.reader import read_window
 from tests.service.conftest import LiveServer, start_live_server
 from training.data import synthetic_frame
 
@@ -50,7 +51,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def log_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'log.sqlite'}"
+    return str(tmp_path / "predictions")
 
 
 @pytest.fixture
@@ -59,6 +60,7 @@ def server(repository: Path, tmp_path: Path, log_url: str) -> Iterator[LiveServe
         repository,
         tmp_path / "server.log",
         "--workers", "2", "--poll-interval-s", "0.5", "--prediction-log-url", log_url,
+        "--prediction-log-segment-seconds", "0.5",
     )  # fmt: skip
     yield live
     live.stop()
@@ -108,8 +110,23 @@ def serve_window(
     return covered / len(records), revisions
 
 
+def wait_until_readable(log_url: str, rows: int, timeout_s: float = 20.0) -> None:
+    """Wait until the newest ``rows`` rows and their labels are sealed into readable segments
+    (the servers seal every 0.5 s here)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            window = read_window(log_url, "stream", last=rows)
+        except ValueError:
+            window = pd.DataFrame()
+        if len(window) == rows and window["true_label"].notna().all():
+            return
+        time.sleep(0.2)
+
+
 def drift_run(repository: Path, log_url: str, tmp_path: Path, name: str) -> dict[str, Any]:
     """``probserve drift run --adapt-conformal`` over the newest window; its conformal figures."""
+    wait_until_readable(log_url, WINDOW)
     out = subprocess.run(
         [PROBSERVE, "drift", "run", "--model", "stream", "--model-repository", str(repository),
          "--prediction-log-url", log_url, "--last", str(WINDOW), "--output", str(tmp_path / name),

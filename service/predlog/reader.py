@@ -145,7 +145,10 @@ def _texts(table: pa.Table, name: str, n: int) -> pd.Series:
     if not pa.types.is_string(column.type):
         values = column.to_pylist()
         return pd.Series([None if v is None else str(v) for v in values], dtype=object)
-    return pd.Series(column.to_pylist(), dtype=object)
+    # Arrow builds the object array in C++ and reuses one Python string per distinct value
+    # (deduplicate_objects): a 1M-row window of a few categories is a few objects, not 1M.
+    series: pd.Series = column.to_pandas(deduplicate_objects=True)
+    return series.astype(object).where(series.notna(), None)
 
 
 def _join_feedback(

@@ -1,5 +1,6 @@
-"""``probserve drift run`` end to end: a log written by service.predlog's own writer, in SQLite and
-(for the full run) in a real PostgreSQL whose database has no locale (SQL_ASCII)."""
+"""``probserve drift run`` end to end: a log written by service.predlog's own writer, in the
+Parquet dataset and (for the full run) in a real PostgreSQL whose database has no locale
+(SQL_ASCII)."""
 
 from __future__ import annotations
 
@@ -32,11 +33,11 @@ def pg() -> Iterator[PostgresServer]:
         yield server
 
 
-@pytest.fixture(params=["sqlite", "postgresql-sql-ascii"])
+@pytest.fixture(params=["parquet", "postgresql-sql-ascii"])
 def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty prediction log in each store the drift job reads."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'log.sqlite'}"
+    if request.param == "parquet":
+        return str(tmp_path / "predictions")
     pg: PostgresServer = request.getfixturevalue("pg")
     return pg.create_database(request.node.name.lower(), "SQL_ASCII")
 
@@ -49,10 +50,18 @@ def write_log(bundle: DriftBundle, url: str, window: pd.DataFrame, spool: Path) 
         classes = bundle.manifest.classes
         probs = window[[f"{CLASSES_PREFIX}{c}" for c in classes]].to_numpy()
         for i, row in window.iterrows():
+            # The arrays the codec hands the log: float32 with NaN, object strings with "".
             features: dict[str, Any] = {
-                name: [None if pd.isna(row[name]) else row[name]]
-                for name in bundle.manifest.feature_names
+                name: np.asarray([[row[name]]], dtype=np.float32)
+                for name in bundle.manifest.numeric_feature_names
             }
+            features.update(
+                {
+                    name: np.asarray([["" if pd.isna(row[name]) else str(row[name])]], dtype=object)
+                    for name in bundle.manifest.categorical_feature_names
+                }
+            )
+            features = {name: features[name] for name in bundle.manifest.feature_names}
             width = float(row["interval_width"])
             p = probs[int(i)]
             top = int(p.argmax())
@@ -154,7 +163,7 @@ def test_run_writes_report_summary_and_workspace(
 def test_empty_log_and_too_few_rows_exit_3(
     drift_bundle: DriftBundle, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    url = str(tmp_path / "predictions")
     write_log(
         drift_bundle, url, drift_bundle.log_window(np.random.default_rng(4), 0), tmp_path / "spool"
     )
@@ -175,7 +184,7 @@ def test_empty_log_and_too_few_rows_exit_3(
 def test_bad_usage_is_one_line_exit_2(
     drift_bundle: DriftBundle, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    url = str(tmp_path / "predictions")
     cases = [
         ("--model", "ghost"),  # overrides --model toy: unknown model
         ("--since", "yesterday"),
@@ -214,7 +223,7 @@ def test_unwritten_postgres_log_is_one_line_exit_2(
 def test_log_of_another_bundle_is_one_line_exit_2(
     drift_bundle: DriftBundle, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    url = str(tmp_path / "predictions")
     window = drift_bundle.log_window(np.random.default_rng(6), 50)
     renamed = ["age", "height", "city"]
     window = window.rename(columns=dict(zip(["x1", "x2", "colour"], renamed, strict=True)))
@@ -243,7 +252,7 @@ def test_log_of_another_bundle_is_one_line_exit_2(
 def test_unreachable_pushgateway_exits_1_after_writing(
     drift_bundle: DriftBundle, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    url = str(tmp_path / "predictions")
     write_log(
         drift_bundle, url, drift_bundle.log_window(np.random.default_rng(7), 40), tmp_path / "spool"
     )
@@ -259,7 +268,7 @@ def test_unreachable_pushgateway_exits_1_after_writing(
 def test_monitor_runs_the_real_job_for_every_model(
     drift_bundle: DriftBundle, tmp_path: Path
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    url = str(tmp_path / "predictions")
     window = drift_bundle.log_window(np.random.default_rng(8), 120, x1_shift=1.0, labelled=60)
     write_log(drift_bundle, url, window, tmp_path / "spool")
     settings = DriftSettings(

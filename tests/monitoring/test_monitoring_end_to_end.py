@@ -42,9 +42,12 @@ def _rows(n: int, seed: int, shift: float) -> list[dict[str, object]]:
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[LiveServer, int, Path]]:
     bundle = write_drift_bundle(tmp_path / "models")
-    url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    url = str(tmp_path / "predictions")
     server = start_live_server(
-        bundle.repository, tmp_path / "server.log", PROBSERVE_PREDICTION_LOG_URL=url
+        bundle.repository,
+        tmp_path / "server.log",
+        PROBSERVE_PREDICTION_LOG_URL=url,
+        PROBSERVE_PREDICTION_LOG_SEGMENT_SECONDS="0.5",  # readable by the drift job quickly
     )
     drift_port = free_port()
     command = [

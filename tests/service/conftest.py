@@ -240,7 +240,7 @@ def start_live_server(repository: Path, log: Path, *args: str, **env: str) -> Li
         "--model-repository", str(repository), "--host", "127.0.0.1", "--port", str(port),
         *args,
     ]  # fmt: skip
-    # Run in the log's directory: the default prediction log (./predictions.sqlite) and its
+    # Run in the log's directory: the default prediction log (./predictions/) and its
     # spool land in the test's temporary directory, as they would in a user's working directory.
     with log.open("wb") as sink:
         process = subprocess.Popen(

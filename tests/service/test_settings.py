@@ -80,7 +80,8 @@ def test_environment_and_explicit_values(monkeypatch: pytest.MonkeyPatch) -> Non
         # The runtime refuses TensorRT (not in the onnxruntime packages we install): so must
         # the settings check, rather than pass it and fail at start-up.
         ("providers", "tensorrt", "unknown execution provider 'tensorrt'"),
-        ("prediction_log_url", "mysql://x", "sqlite:///"),
+        ("prediction_log_url", "mysql://x", "postgresql://user:password@host"),
+        ("prediction_log_url", "sqlite:///p.sqlite", "SQLite prediction log is retired"),
         ("prediction_log_sample_rate", "1.5", "less than or equal to 1"),
         ("version_policy", "newest", "latest:N"),
         ("log_format", "xml", "plain"),
