@@ -47,7 +47,7 @@ bench: demo-model
 bench-train: install
 	$(BIN)/python -m training.bench
 
-# One `probserve drift run` over a 1M-row SQLite log of a 30-feature model: time and peak memory.
+# One `probserve drift run` over a 1M-row Parquet log of a 30-feature model: time and peak memory.
 bench-drift: install
 	$(BIN)/python -m monitoring.drift.bench
 

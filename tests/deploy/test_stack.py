@@ -325,13 +325,15 @@ def test_service_image_holds_only_what_serve_needs(stack: Stack) -> None:
         )
         sizes[name] = int(inspected.stdout.strip())
     print("image sizes (MB): " + ", ".join(f"{k} {v / 1e6:.0f}" for k, v in sizes.items()))
-    # On python:3.11-slim (about 130-145 MB) the service image stays within 350 MB.
-    assert sizes[image] - sizes[base] <= 210e6, sizes
+    # On python:3.11-slim (about 130-145 MB) the service image stays within 480 MB: 195 MB of
+    # ONNX Runtime, numpy and the HTTP stack, plus about 125 MB of pyarrow for the log.
+    assert sizes[image] - sizes[base] <= 340e6, sizes
     probe = (
         "import importlib.util as u; print('HAS', [m for m in ('onnxruntime', 'evidently', "
         "'pandas', 'pyarrow', 'scipy', 'sklearn', 'torch') if u.find_spec(m)])"
     )
-    for name, expected in [(image, "['onnxruntime']"), (monitor, "['evidently', 'pandas',")]:
+    served = "['onnxruntime', 'pyarrow']"  # pyarrow writes the prediction log
+    for name, expected in [(image, served), (monitor, "['evidently', 'pandas',")]:
         found = subprocess.run(
             ["docker", "run", "--rm", "--entrypoint", "python", name, "-c", probe],
             capture_output=True,
