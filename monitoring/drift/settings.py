@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from service.errors import UsageError
 
 #: Same default as the service's writer (docs/architecture.md, Command line).
-from service.predlog.urls import DEFAULT_LOG_URL
+from service.predlog.urls import DEFAULT_LOG_URL as DEFAULT_LOG_URL  # re-exported for the CLI
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -91,7 +91,8 @@ def test_predictions_are_logged_and_feedback_joins_them(
     assert answer.json() == {"model": "toy", "accepted": 4, "unknown": 0, "invalid": 1}
 
     rows = window(url, 4, labelled=2)
-    assert list(zip(rows["request_id"], rows["instance"], rows["protocol"], rows["version"])) == [
+    columns = (rows["request_id"], rows["instance"], rows["protocol"], rows["version"])
+    assert list(zip(*columns, strict=True)) == [
         ("r1", 0, "v1", 1),
         ("r1", 1, "v1", 1),
         ("r1", 2, "v1", 1),

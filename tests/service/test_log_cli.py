@@ -86,7 +86,7 @@ def test_show_refuses_sqlite_and_says_so_in_one_line(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     url = f"sqlite:///{tmp_path}/p.sqlite"
-    code, out, err = run(capfd, "show", "--model", "demo", "--prediction-log-url", url)
+    code, _, err = run(capfd, "show", "--model", "demo", "--prediction-log-url", url)
     assert code == 2
     assert err.count("\n") == 1 and "SQLite prediction log is retired" in err
     code, _, err = run(
