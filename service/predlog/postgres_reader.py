@@ -9,7 +9,12 @@ import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from service.predlog.layout import FEEDBACK_SCHEMA, Columns
+from service.predlog.layout import (
+    FEEDBACK_SCHEMA,
+    META_SCHEMA_VERSION,
+    Columns,
+    check_schema_version,
+)
 from service.predlog.postgres_store import CLIENT_ENCODING, describe, first_line
 
 #: (version, its column layout, its rows).
@@ -30,6 +35,9 @@ def _csv_table(data: bytes, schema: pa.Schema) -> pa.Table:
     return pacsv.read_csv(
         io.BytesIO(data),
         read_options=pacsv.ReadOptions(column_names=schema.names),
+        # A category may hold a line break inside its quotes: without this Arrow splits its
+        # parse blocks there and a window past one block (1 MiB) fails to read.
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
             column_types=schema,
             strings_can_be_null=True,
@@ -56,6 +64,14 @@ def postgres_parts(
     """Every table of ``model`` (of ``version``), rows in [since, until), newest ``last``."""
     with _connect(dsn) as connection:
         try:
+            found = connection.execute("SELECT max(version) FROM predlog_schema").fetchone()
+            check_schema_version(
+                {
+                    META_SCHEMA_VERSION: str(
+                        found[0] if found and found[0] is not None else 0
+                    ).encode()
+                }
+            )
             sql = "SELECT table_name, version, columns FROM predlog_tables WHERE model = %s"
             args: list[Any] = [model]
             if version is not None:

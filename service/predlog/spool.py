@@ -31,20 +31,26 @@ class SpoolFile:
     """One partition's open spool: append record batches of one schema, durably."""
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
-        """Create ``path`` (its directory too) and lock it; OSError when that fails."""
+        """Create ``path`` (its directory too) and lock it; OSError when that fails.
+
+        The file is made, locked and given its schema under a dot name and only then renamed:
+        another process's sweep (which globs the real names) can never take it half made.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.schema = schema
         self.rows = 0
         self.opened_at = time.monotonic()
-        self._file: IO[bytes] = path.open("xb")
+        making = path.with_name(f".{path.name}")
+        self._file: IO[bytes] = making.open("xb")
         try:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             self._writer = ipc.new_stream(self._file, schema)
             self._sync()
+            os.rename(making, path)
         except BaseException:
             self._file.close()
-            path.unlink(missing_ok=True)
+            making.unlink(missing_ok=True)
             raise
 
     def append(self, batch: pa.RecordBatch, batch_id: str) -> None:
@@ -78,6 +84,8 @@ def read_spool(path: Path) -> tuple[pa.Schema, list[tuple[pa.RecordBatch, str]]]
     file holds no readable schema at all.
     """
     batches: list[tuple[pa.RecordBatch, str]] = []
+    if path.stat().st_size == 0:  # made by an older writer that died before its schema
+        return pa.schema([]), batches
     with path.open("rb") as handle:
         try:
             reader = ipc.open_stream(handle)

@@ -110,7 +110,8 @@ def _parquet_parts(
             format="parquet",
             partitioning=ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive"),
         )
-        check_schema_version(dataset.schema.metadata)
+        for fragment in dataset.get_fragments():  # every file: a newer one may sit anywhere
+            check_schema_version(fragment.physical_schema.metadata)
         datasets.append((v, dataset))
     where = _time_filter(since, until)
     if last is not None:  # the newest ``last`` rows: find their oldest time from one column

@@ -404,6 +404,9 @@ class PredictionLog:
             for orphan in orphans(self._spool_dir, PENDING_PREFIX):
                 try:
                     schema, batches = read_spool(orphan.path)
+                    if not batches:  # nothing to replay (died before its first batch)
+                        orphan.done()
+                        continue
                     partition = partition_from_metadata(schema.metadata)
                     for batch, batch_id in batches:
                         self._store.write(partition, batch, batch_id)
