@@ -13,6 +13,7 @@ of them; gauges say how they combine across workers (``multiprocess_mode``).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -50,26 +51,53 @@ MODEL_VERSION = ("model", "version")
 LOG_OUTCOMES = ("queued", "written", "spooled", "replayed", "dropped", "failed")
 
 
-def observe_many(child: Any, values: NDArray[np.floating[Any]] | NDArray[np.integer[Any]]) -> None:
-    """Observe every value into one labelled histogram child: one increment per non-empty bucket.
+# prometheus-client has no bulk API for histograms. The helpers below are the one place that
+# reaches into a Histogram child: ``_upper_bounds`` (its bounds, +Inf last), ``_buckets`` (one
+# ValueClass per bucket, non-cumulative) and ``_sum``, of prometheus-client 0.23 (pinned). The
+# ValueClass ``inc`` takes the same lock and writes the same mmap entry as ``observe`` does, in
+# single-process and multiprocess mode alike. tests/service/test_metrics*.py check the
+# exposition against per-value ``observe``.
 
-    Same samples as ``child.observe(v)`` for each ``v`` (a value goes to the first bucket whose
-    bound is >= it), but the per-value lock and loop of prometheus-client cost more than the
-    rest of a 64-row request's metrics (measured with py-spy under `probserve bench`). Reaches
-    into the child's ``_upper_bounds``, ``_sum`` and ``_buckets`` (prometheus-client 0.23,
-    pinned); tests/service/test_metrics.py checks the exposition against per-value observe.
+
+def histogram_bounds(child: Any) -> tuple[float, ...]:
+    """A histogram child's bucket upper bounds, +Inf last."""
+    return tuple(child._upper_bounds)
+
+
+def bucket_counts(
+    bounds: Sequence[float], values: NDArray[np.floating[Any]] | NDArray[np.integer[Any]]
+) -> tuple[list[int], float]:
+    """Per-bucket counts and the sum of ``values``, bucketed as ``Histogram.observe`` does.
+
+    A value goes to the first bucket whose bound is >= it; NaN goes to none but adds to the sum.
     """
     flat = np.asarray(values, dtype=np.float64).reshape(-1)
     if flat.size == 0:
-        return
-    bounds = child._upper_bounds
-    # side="left": the first bound >= v, as observe's "v <= bound". NaN sorts past +Inf and,
-    # as in observe, lands in no bucket while still adding to the sum.
-    counts = np.bincount(np.searchsorted(bounds, flat, side="left"), minlength=len(bounds) + 1)
-    child._sum.inc(float(flat.sum()))
+        return [0] * len(bounds), 0.0
+    # side="left": the first bound >= v, as observe's "v <= bound". NaN sorts past +Inf, so
+    # the extra last count (dropped) holds it.
+    index = np.searchsorted(np.asarray(bounds), flat, side="left")
+    counts = np.bincount(index, minlength=len(bounds) + 1)
+    return counts[: len(bounds)].tolist(), float(flat.sum())
+
+
+def add_to_histogram(child: Any, counts: Sequence[int], total: float) -> None:
+    """Add bucket counts (non-cumulative, one per bound) and their sum to a histogram child."""
     buckets = child._buckets
-    for index in np.flatnonzero(counts[: len(bounds)]).tolist():
-        buckets[index].inc(int(counts[index]))
+    for index, count in enumerate(counts):
+        if count:
+            buckets[index].inc(count)
+    # NaN is truthy: a NaN sum reaches the child, as observe(nan) would make it.
+    if total:
+        child._sum.inc(total)
+
+
+def observe_many(child: Any, values: NDArray[np.floating[Any]] | NDArray[np.integer[Any]]) -> None:
+    """Observe every value into one histogram child: one increment per non-empty bucket.
+
+    Same samples as ``child.observe(v)`` for each ``v``, without the per-value lock and loop.
+    """
+    add_to_histogram(child, *bucket_counts(histogram_bounds(child), values))
 
 
 def multiprocess_dir() -> str | None:

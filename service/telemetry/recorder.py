@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +16,8 @@ import numpy as np
 from service.batching import BatchStats
 from service.load import CONNECTION_FAULTS
 from service.telemetry.events import PredictionServed, RequestDone, Telemetry
-from service.telemetry.metrics import ServiceMetrics, observe_many
+from service.telemetry.metrics import ServiceMetrics, bucket_counts
+from service.telemetry.tallies import CounterTally, HistogramTally, PeriodicFold, Tallies
 from service.types import ModelHandle, PredictionResult
 
 if TYPE_CHECKING:
@@ -27,8 +29,17 @@ logger = logging.getLogger(__name__)
 _CODE_CLASS = {status: f"{status // 100}xx" for status in range(100, 600)}
 
 
+#: Seconds between folds of the per-request tallies into prometheus-client (and at each scrape).
+FOLD_INTERVAL_S = 0.1
+
+
 class ServiceTelemetry(Telemetry):
-    """Metrics (when on) and the prediction log (when configured); one per app."""
+    """Metrics (when on) and the prediction log (when configured); one per app.
+
+    Per-request figures go to plain tallies (service.telemetry.tallies), folded into the
+    prometheus-client children every ``fold_interval_s`` from start() to stop(), and at every
+    scrape; model events, feedback and prediction-log rows are rare and go straight to them.
+    """
 
     def __init__(
         self,
@@ -36,20 +47,27 @@ class ServiceTelemetry(Telemetry):
         prediction_log: PredictionLog | None = None,
         *,
         sample_rate: float = 1.0,
+        fold_interval_s: float = FOLD_INTERVAL_S,
     ) -> None:
         """``sample_rate`` is the share of requests whose predictions are logged."""
         self.metrics = metrics
         self.prediction_log = prediction_log
         self._sample_rate = sample_rate
+        self._tallies = None if metrics is None else Tallies(metrics.in_flight)
+        self._folder = PeriodicFold(self.fold, fold_interval_s)
+        #: One fold at a time: the periodic thread and a scrape must not add the same delta twice.
+        self._fold_lock = threading.Lock()
         self._versions: dict[int, str] = {}
         #: (model, version) -> the model_info label values it was published with.
         self._served: dict[tuple[str, int], tuple[str, str, str, str]] = {}
-        # Labelled children, looked up once: ``labels()`` takes a lock and builds a key on every
-        # call, which was a visible share of a small request's CPU. Label sets are bounded.
-        self._request_series: dict[tuple[str, int | None, str, str, int], Any] = {}
+        # Tallies of labelled children, looked up once: ``labels()`` takes a lock and builds a
+        # key on every call, which was a visible share of a small request's CPU. Label sets are
+        # bounded.
+        self._request_series: dict[tuple[str, int | None, str, str, int], HistogramTally] = {}
+        self._error_series: dict[tuple[str, str], CounterTally] = {}
         self._model_series: dict[tuple[str, int], _ModelSeries] = {}
-        #: (model, version) -> (inference duration, batch rows) children, for every batch.
-        self._batch_series: dict[tuple[str, int], tuple[Any, Any]] = {}
+        #: (model, version) -> (inference duration, batch rows) tallies, for every batch.
+        self._batch_series: dict[tuple[str, int], tuple[HistogramTally, HistogramTally]] = {}
         #: outcome -> the log-rows child (the writer counts every request's rows).
         self._log_rows: dict[str, Any] = {}
         #: The connection faults already folded into probserve_errors_total.
@@ -67,93 +85,124 @@ class ServiceTelemetry(Telemetry):
 
     def request_started(self, endpoint: str) -> None:
         """Count the request in flight."""
-        if self.metrics is not None:
-            self.metrics.in_flight.inc()
+        t = self._tallies
+        if t is not None:
+            t.lock.acquire()
+            try:
+                t.in_flight += 1
+            finally:
+                t.lock.release()
 
     def request_finished(self, done: RequestDone) -> None:
         """Latency by model/version/protocol/endpoint/status class; errors by type."""
-        m = self.metrics
-        if m is None:
+        t = self._tallies
+        if t is None:
             return
-        m.in_flight.dec()
         key = (done.model, done.version, done.protocol, done.endpoint, done.status)
-        series = self._request_series.get(key)
-        if series is None:
-            series = m.request_duration.labels(
-                done.model,
-                self._version(done.version),
-                done.protocol,
-                done.endpoint,
-                _CODE_CLASS.get(done.status, "other"),
-            )
-            if len(self._request_series) < _MAX_CACHED_SERIES:
-                self._request_series[key] = series
-        series.observe(done.seconds)
-        if done.error_type is not None:
-            m.errors.labels(done.model, done.error_type).inc()
+        latency = self._request_series.get(key) or self._request_tally(t, done, key)
+        error = None if done.error_type is None else self._error_tally(t, done)
+        t.lock.acquire()
+        try:
+            t.in_flight -= 1
+            latency.observe(done.seconds)
+            if error is not None:
+                error.count += 1
+        finally:
+            t.lock.release()
+
+    def _request_tally(
+        self, t: Tallies, done: RequestDone, key: tuple[str, int | None, str, str, int]
+    ) -> HistogramTally:
+        """The request-duration tally of a label set seen for the first time (then cached)."""
+        assert self.metrics is not None
+        child = self.metrics.request_duration.labels(
+            done.model,
+            self._version(done.version),
+            done.protocol,
+            done.endpoint,
+            _CODE_CLASS.get(done.status, "other"),
+        )
+        tally = t.histogram(child)
+        if len(self._request_series) < _MAX_CACHED_SERIES:
+            self._request_series[key] = tally
+        return tally
+
+    def _error_tally(self, t: Tallies, done: RequestDone) -> CounterTally:
+        """The error counter's tally of the request's model and error type."""
+        assert self.metrics is not None and done.error_type is not None
+        key = (done.model, done.error_type)
+        tally = self._error_series.get(key)
+        if tally is None:
+            tally = t.counter(self.metrics.errors.labels(*key))
+            if len(self._error_series) < _MAX_CACHED_SERIES:
+                self._error_series[key] = tally
+        return tally
 
     # -- predictions and batches ---------------------------------------------------------------
 
     def prediction_served(self, served: PredictionServed) -> None:
         """Per-instance figures (class, interval width, set size), then the prediction log."""
         result = served.result
-        handle = result.handle
-        m = self.metrics
-        if m is not None:
-            series = self._series(m, handle)
+        t = self._tallies
+        if t is not None:
+            handle = result.handle
+            series = self._model_series.get((handle.name, handle.version)) or self._series(
+                t, handle
+            )
             if len(result.labels) <= _SMALL_REQUEST_ROWS:
-                _observe_few(series, result)
+                _observe_few(t, series, result)
             else:
-                predicted = result.probabilities.argmax(axis=1)
-                counts = np.bincount(predicted, minlength=len(series.predictions))
-                for index in np.flatnonzero(counts).tolist():
-                    series.predictions[index].inc(int(counts[index]))
-                rows = np.arange(len(predicted))
-                widths = result.upper[rows, predicted] - result.lower[rows, predicted]
-                observe_many(series.interval_width, widths)
-                observe_many(series.set_size, result.prediction_sets.sum(axis=1))
-            wait = result.timings.get("queue_wait")
-            if wait is not None:
-                series.queue_wait.observe(wait)
+                _observe_bulk(t, series, result)
         log = self.prediction_log
         if log is not None and (self._sample_rate >= 1.0 or random.random() < self._sample_rate):
             log.enqueue(_record(served))
 
-    def _series(self, m: ServiceMetrics, handle: ModelHandle) -> _ModelSeries:
-        key = (handle.name, handle.version)
-        series = self._model_series.get(key)
-        if series is None:
-            version = self._version(handle.version)
-            series = _ModelSeries(
-                predictions=[
-                    m.predictions.labels(handle.name, version, label)
-                    for label in handle.manifest.classes
-                ],
-                class_index={label: i for i, label in enumerate(handle.manifest.classes)},
-                interval_width=m.interval_width.labels(handle.name, version),
-                set_size=m.set_size.labels(handle.name, version),
-                queue_wait=m.queue_wait.labels(handle.name, version),
-            )
-            self._model_series[key] = series
+    def _series(self, t: Tallies, handle: ModelHandle) -> _ModelSeries:
+        """The per-prediction tallies of a model version seen for the first time (then cached)."""
+        m = self.metrics
+        assert m is not None
+        version = self._version(handle.version)
+        series = _ModelSeries(
+            predictions=[
+                t.counter(m.predictions.labels(handle.name, version, label))
+                for label in handle.manifest.classes
+            ],
+            class_index={label: i for i, label in enumerate(handle.manifest.classes)},
+            interval_width=t.histogram(m.interval_width.labels(handle.name, version)),
+            set_size=t.histogram(m.set_size.labels(handle.name, version)),
+            queue_wait=t.histogram(m.queue_wait.labels(handle.name, version)),
+        )
+        self._model_series[(handle.name, handle.version)] = series
         return series
 
     def batch_ran(self, stats: BatchStats) -> None:
         """Inference time and rows of one ONNX call."""
-        m = self.metrics
-        if m is None or stats.failed:
+        t = self._tallies
+        if t is None or stats.failed:
             return
         key = (stats.model, stats.version)
-        children = self._batch_series.get(key)
-        if children is None:
-            version = self._version(stats.version)
-            children = (
-                m.inference_duration.labels(stats.model, version),
-                m.batch_rows.labels(stats.model, version),
-            )
-            if len(self._batch_series) < _MAX_CACHED_SERIES:
-                self._batch_series[key] = children
-        children[0].observe(stats.inference_seconds)
-        children[1].observe(stats.rows)
+        tallies = self._batch_series.get(key) or self._batch_tallies(t, key)
+        t.lock.acquire()
+        try:
+            tallies[0].observe(stats.inference_seconds)
+            tallies[1].observe_int(stats.rows)
+        finally:
+            t.lock.release()
+
+    def _batch_tallies(
+        self, t: Tallies, key: tuple[str, int]
+    ) -> tuple[HistogramTally, HistogramTally]:
+        """The (inference duration, batch rows) tallies of a model version (then cached)."""
+        m = self.metrics
+        assert m is not None
+        version = self._version(key[1])
+        tallies = (
+            t.histogram(m.inference_duration.labels(key[0], version)),
+            t.histogram(m.batch_rows.labels(key[0], version)),
+        )
+        if len(self._batch_series) < _MAX_CACHED_SERIES:
+            self._batch_series[key] = tallies
+        return tallies
 
     # -- model events --------------------------------------------------------------------------
 
@@ -188,6 +237,7 @@ class ServiceTelemetry(Telemetry):
         """Zero the version's info; the model is not ready once no version serves."""
         m = self.metrics
         labels = self._served.pop((name, version), None)
+        # Only the caches go: the tallies stay with their children, so what they hold is folded.
         self._model_series.pop((name, version), None)
         self._batch_series.pop((name, version), None)
         if m is None or labels is None:
@@ -199,17 +249,30 @@ class ServiceTelemetry(Telemetry):
     # -- feedback and lifecycle ----------------------------------------------------------------
 
     def render_metrics(self) -> tuple[bytes, str] | None:
-        """The exposition of this app's metrics (every worker's, in multiprocess mode)."""
+        """The exposition of this app's metrics (every worker's, in multiprocess mode).
+
+        This worker's tallies are folded first, so a scrape sees every request it finished.
+        """
         if self.metrics is None:
             return None
-        self.fold_connection_faults()
+        self.fold()
         return self.metrics.render()
+
+    def fold(self) -> None:
+        """Add the tallies and connection faults counted since the last fold to the metrics."""
+        t = self._tallies
+        if t is None:
+            return
+        with self._fold_lock:
+            t.fold()
+            self.fold_connection_faults()
 
     def fold_connection_faults(self) -> None:
         """Add what the HTTP protocol counted since the last fold to probserve_errors_total.
 
         The protocol counts in plain integers (it runs below the app and imports no metrics);
-        the faults belong to no model, so their ``model`` label is empty.
+        the faults belong to no model, so their ``model`` label is empty. Runs inside a fold
+        (which serialises it), never alone.
         """
         m = self.metrics
         if m is None:
@@ -248,14 +311,18 @@ class ServiceTelemetry(Telemetry):
             m.log_queue_rows.set(self.prediction_log.queue_rows())
 
     async def start(self) -> None:
-        """Open the prediction log (creates or migrates its tables)."""
+        """Open the prediction log (creates or migrates its tables); start the periodic fold."""
         if self.prediction_log is not None:
             await asyncio.to_thread(self.prediction_log.start)
+        if self._tallies is not None:
+            self._folder.start()
 
     async def stop(self) -> None:
-        """Drain the prediction log's queue before the process exits."""
+        """Drain the prediction log's queue, then stop the periodic fold (folding once more)."""
         if self.prediction_log is not None:
             await asyncio.to_thread(self.prediction_log.stop)
+        if self._tallies is not None:
+            await asyncio.to_thread(self._folder.stop)
 
 
 #: A bound on cached request-duration children (the label sets are bounded; this bounds a bug).
@@ -264,13 +331,13 @@ _MAX_CACHED_SERIES = 4096
 
 @dataclass(frozen=True, slots=True)
 class _ModelSeries:
-    """One model version's labelled children of the per-prediction metrics."""
+    """One model version's tallies of the per-prediction metrics."""
 
-    predictions: list[Any]  # by class index, in the manifest's class order
+    predictions: list[CounterTally]  # by class index, in the manifest's class order
     class_index: dict[str, int]  # class label -> its index
-    interval_width: Any
-    set_size: Any
-    queue_wait: Any
+    interval_width: HistogramTally
+    set_size: HistogramTally
+    queue_wait: HistogramTally
 
 
 #: Up to this many rows a request's per-prediction metrics are observed one row at a time in
@@ -278,17 +345,51 @@ class _ModelSeries:
 _SMALL_REQUEST_ROWS = 8
 
 
-def _observe_few(series: _ModelSeries, result: PredictionResult) -> None:
+def _observe_few(t: Tallies, series: _ModelSeries, result: PredictionResult) -> None:
     """Class counts, interval widths and set sizes of a small request, row by row."""
     index = series.class_index
-    upper, lower = result.upper.tolist(), result.lower.tolist()
-    for label, up, lo, members in zip(
-        result.labels, upper, lower, result.prediction_sets.tolist(), strict=True
-    ):
-        k = index[label]
-        series.predictions[k].inc()
-        series.interval_width.observe(up[k] - lo[k])
-        series.set_size.observe(members.count(True))
+    # The numpy-to-list conversions happen here, before the lock is taken.
+    rows = zip(
+        result.labels,
+        result.upper.tolist(),
+        result.lower.tolist(),
+        result.prediction_sets.tolist(),
+        strict=True,
+    )
+    wait = result.timings.get("queue_wait")
+    predictions, widths, sizes = series.predictions, series.interval_width, series.set_size
+    t.lock.acquire()
+    try:
+        for label, up, lo, members in rows:
+            k = index[label]
+            predictions[k].count += 1
+            widths.observe(up[k] - lo[k])
+            sizes.observe_int(members.count(True))
+        if wait is not None:
+            series.queue_wait.observe(wait)
+    finally:
+        t.lock.release()
+
+
+def _observe_bulk(t: Tallies, series: _ModelSeries, result: PredictionResult) -> None:
+    """The same figures for a larger request, bucketed in numpy before the lock is taken."""
+    predicted = result.probabilities.argmax(axis=1)
+    classes = np.bincount(predicted, minlength=len(series.predictions)).tolist()
+    rows = np.arange(len(predicted))
+    widths = result.upper[rows, predicted] - result.lower[rows, predicted]
+    width_counts = bucket_counts(series.interval_width.bounds, widths)
+    size_counts = bucket_counts(series.set_size.bounds, result.prediction_sets.sum(axis=1))
+    wait = result.timings.get("queue_wait")
+    t.lock.acquire()
+    try:
+        for tally, count in zip(series.predictions, classes, strict=True):
+            tally.count += count
+        series.interval_width.add(*width_counts)
+        series.set_size.add(*size_counts)
+        if wait is not None:
+            series.queue_wait.observe(wait)
+    finally:
+        t.lock.release()
 
 
 def _record(served: PredictionServed) -> PredictionRecord:

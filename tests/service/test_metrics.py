@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,15 +159,26 @@ def test_two_workers_add_up(two_workers: tuple[str, Path]) -> None:
     assert len(pids) >= 2, (
         f"both workers must have written samples: {sorted(os.listdir(directory))}"
     )
-    # Whichever worker answers the scrape, it reports the sum over both.
-    for _ in range(6):
+
+    def scrape() -> tuple[float, float, list[Sample]]:
         with httpx.Client(base_url=url, timeout=10) as client:
             found = samples(client.get("/metrics").text)
-        count = value(
+        requests = value(
             found, "probserve_request_duration_seconds_count", endpoint="v1_predict", code="2xx"
         )
-        assert count == sent
-        assert value(found, "probserve_predictions_total", model="toy") == sent
+        return requests, value(found, "probserve_predictions_total", model="toy"), found
+
+    # The worker that answers a scrape folds its own tallies first; the other one's last
+    # requests reach the files with its next periodic fold (every 100 ms).
+    deadline = time.monotonic() + 2.0
+    while (counts := scrape())[:2] != (sent, sent):
+        assert counts[0] <= sent and counts[1] <= sent, counts[:2]
+        assert time.monotonic() < deadline, f"not every request counted in 2 s: {counts[:2]}"
+        time.sleep(0.05)
+    # Then whichever worker answers the scrape, it reports the sum over both.
+    for _ in range(6):
+        count, predicted, found = scrape()
+        assert (count, predicted) == (sent, sent)
         assert value(found, "probserve_model_ready", model="toy") == 1
     assert np.isfinite(count)
 
