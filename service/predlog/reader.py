@@ -13,7 +13,7 @@ The window itself comes from ``service.predlog.window`` as Arrow tables (docs/ar
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -68,15 +68,33 @@ def read_window(
         raise ValueError(str(exc)) from exc
     except (pa.ArrowException, OSError, PredictionLogError) as exc:
         raise ValueError(f"the prediction log cannot be read: {_first_line(exc)}") from exc
-    frames = [_frame(model, v, columns, table, feature_types) for v, columns, table in parts]
+    frames = []
+    while parts:  # each table is let go as soon as it is a frame (a window may be 1M rows)
+        version_of, columns_of, table_of = parts.pop(0)
+        held = [table_of]
+        del table_of
+        frames.append(_frame(model, version_of, columns_of, held, feature_types))
     if frames:
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        frame = frame.sort_values(["logged_at", "instance"], kind="stable", ignore_index=True)
+        if not _in_order(frame):  # sorting copies the whole window: only when needed
+            frame = frame.sort_values(["logged_at", "instance"], kind="stable", ignore_index=True)
         if last is not None and len(frame) > last:
             frame = frame.iloc[len(frame) - last :].reset_index(drop=True)
     else:
-        frame = _frame(model, 0, Columns((), ()), pa.table({}), feature_types)
+        frame = _frame(model, 0, Columns((), ()), [pa.table({})], feature_types)
+    # The allocator keeps what reading and converting freed (hundreds of MiB for a 1M-row
+    # window) unless told to give it back; the drift job's peak is what follows.
+    pa.default_memory_pool().release_unused()
     return _join_feedback(frame, feedback, since)
+
+
+def _in_order(frame: pd.DataFrame) -> bool:
+    """Whether rows already run by (logged_at, instance), as segments written in order do."""
+    at = frame["logged_at"].to_numpy()
+    instance = frame["instance"].to_numpy()
+    later = at[1:] > at[:-1]
+    same = at[1:] == at[:-1]
+    return bool(np.all(later | (same & (instance[1:] >= instance[:-1]))))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -91,64 +109,67 @@ def _frame(
     model: str,
     version: int,
     columns: Columns,
-    table: pa.Table,
+    held: list[pa.Table],
     feature_types: Mapping[str, FeatureType] | None,
 ) -> pd.DataFrame:
+    # The frame is assembled as one Arrow table and converted once with split blocks: building
+    # it from a dict of columns made pandas consolidate (copy) every block, which was most of
+    # the time and twice the memory of a 1M-row window.
+    table = held.pop()  # the caller keeps no reference: the table can go before the frame is made
     n = table.num_rows
-    data: dict[str, Any] = {}
+    arrays: dict[str, pa.Array | pa.ChunkedArray] = {}
     for name in BASE_COLUMNS:
         if name == "model":
-            data[name] = pd.Series([model] * n, dtype=object)
+            arrays[name] = pa.array(np.full(n, model, dtype=object), type=pa.string())
         elif name == "version":
-            data[name] = np.full(n, version, dtype=np.int64)
+            arrays[name] = pa.array(np.full(n, version, dtype=np.int64))
         elif name in ("instance", "set_size"):
-            data[name] = _numbers(table, name, n).astype(np.int64)
+            arrays[name] = _numbers(table, name, n).cast(pa.int64())
         elif name in ("logged_at", "confidence_level", "interval_width", "latency_s"):
-            data[name] = _numbers(table, name, n)
+            arrays[name] = _numbers(table, name, n)
         else:
-            data[name] = _texts(table, name, n)
+            arrays[name] = _texts(table, name, n)
     own = dict(columns.features)
     names = list(feature_types) if feature_types is not None else list(own)
     for name in names:
-        if name in data or name == TRUE_LABEL:
+        if name in arrays or name == TRUE_LABEL:
             raise ValueError(f"feature {name!r} has the name of a prediction-log column")
         kind = feature_types[name] if feature_types is not None else own[name]
         column = FEATURE_PREFIX + name
-        if kind == "numeric":
-            data[name] = _numbers(table, column, n)
-        else:
-            data[name] = _texts(table, column, n)
+        arrays[name] = _numbers(table, column, n) if kind == "numeric" else _texts(table, column, n)
     for label in columns.classes:
-        data[f"{REFERENCE_PROBABILITY_PREFIX}{label}"] = _numbers(
+        arrays[f"{REFERENCE_PROBABILITY_PREFIX}{label}"] = _numbers(
             table, PROBABILITY_PREFIX + label, n
         )
-    return pd.DataFrame(data)
+    del table  # the float32 originals go now; the strings live on in ``arrays``
+    assembled = pa.table(arrays)
+    del arrays
+    frame: pd.DataFrame = assembled.to_pandas(
+        split_blocks=True, self_destruct=True, deduplicate_objects=True
+    )
+    return frame
 
 
-def _numbers(table: pa.Table, name: str, n: int) -> Any:
+def _numbers(table: pa.Table, name: str, n: int) -> pa.Array | pa.ChunkedArray:
     """A column as float64 (null -> NaN); a text column's numbers parsed, the rest NaN."""
     if name not in table.column_names:
-        return np.full(n, np.nan)
+        return pa.nulls(n, type=pa.float64())
     column = table[name]
     if pa.types.is_string(column.type):
-        return pd.to_numeric(pd.Series(column.to_pylist(), dtype=object), errors="coerce").astype(
-            np.float64
-        )
-    return column.to_numpy(zero_copy_only=False).astype(np.float64)
+        parsed = pd.to_numeric(pd.Series(column.to_pylist(), dtype=object), errors="coerce")
+        return pa.array(parsed.to_numpy(dtype=np.float64), from_pandas=True)
+    return column.cast(pa.float64())
 
 
-def _texts(table: pa.Table, name: str, n: int) -> pd.Series:
-    """A column as object strings with None for missing (numbers become their text)."""
+def _texts(table: pa.Table, name: str, n: int) -> pa.Array | pa.ChunkedArray:
+    """A column as strings with null for missing (numbers become their text)."""
     if name not in table.column_names:
-        return pd.Series([None] * n, dtype=object)
+        return pa.nulls(n, type=pa.string())
     column = table[name]
-    if not pa.types.is_string(column.type):
-        values = column.to_pylist()
-        return pd.Series([None if v is None else str(v) for v in values], dtype=object)
-    # Arrow builds the object array in C++ and reuses one Python string per distinct value
-    # (deduplicate_objects): a 1M-row window of a few categories is a few objects, not 1M.
-    series: pd.Series = column.to_pandas(deduplicate_objects=True)
-    return series.astype(object).where(series.notna(), None)
+    if pa.types.is_string(column.type):
+        return column
+    values = column.to_pylist()
+    return pa.array([None if v is None else str(v) for v in values], type=pa.string())
 
 
 def _join_feedback(
@@ -158,16 +179,26 @@ def _join_feedback(
     labels = feedback.sort_values("received_at", kind="stable").drop_duplicates(
         ["request_id", "instance"], keep="last"
     )
-    keys = ["request_id", "instance"]
+    recent = labels if since is None else labels[labels["received_at"] >= since]
     if frame.empty or labels.empty:
         frame[TRUE_LABEL] = pd.Series([None] * len(frame), dtype=object)
-        matched = 0
-    else:
-        right = labels[[*keys, "label"]].rename(columns={"label": TRUE_LABEL})
-        right = right.astype({"instance": np.int64})
-        frame = frame.merge(right, on=keys, how="left", sort=False)
-        frame[TRUE_LABEL] = frame[TRUE_LABEL].astype(object).where(frame[TRUE_LABEL].notna(), None)
-        matched = int(frame[TRUE_LABEL].notna().sum())
-    recent = labels if since is None else labels[labels["received_at"] >= since]
-    frame.attrs["feedback"] = {"matched": matched, "unmatched": max(0, len(recent) - matched)}
+        frame.attrs["feedback"] = {"matched": 0, "unmatched": len(recent)}
+        return frame
+    # A key lookup, not a merge: merging copies the whole window (every feature column).
+    window_keys = _keys(frame)
+    positions = _keys(labels).get_indexer(window_keys)  # -1: no label
+    values = labels["label"].to_numpy(dtype=object)
+    found = positions >= 0
+    truth = np.full(len(frame), None, dtype=object)
+    truth[found] = values[positions[found]]
+    frame[TRUE_LABEL] = truth
+    unmatched = int((~_keys(recent).isin(window_keys)).sum())
+    frame.attrs["feedback"] = {"matched": int(found.sum()), "unmatched": unmatched}
     return frame
+
+
+def _keys(frame: pd.DataFrame) -> pd.MultiIndex:
+    """(request_id, instance) of each row."""
+    return pd.MultiIndex.from_arrays(
+        [frame["request_id"].astype(object), frame["instance"].astype(np.int64)]
+    )

@@ -123,7 +123,9 @@ def _parquet_parts(
             extra = ds.field("logged_at") >= floor
             where = extra if where is None else where & extra
     for v, dataset in datasets:
-        table = dataset.to_table(filter=where)
+        # One file read ahead at a time: the default read several at once, which raised the
+        # peak memory of a 1M-row window by a third and was no faster here.
+        table = dataset.to_table(filter=where, fragment_readahead=1)
         if "date" in table.column_names:
             table = table.drop_columns(["date"])
         yield v, Columns.from_schema(table.schema), table
