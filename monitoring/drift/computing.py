@@ -265,6 +265,7 @@ def compute_drift(
         estimated_accuracy=estimated_accuracy(np.nan_to_num(probabilities)),
         realized_accuracy=feedback.realized_accuracy,
         labelled_rows=feedback.labelled_rows,
+        feedback_unmatched=current.attrs.get("feedback", {}).get("unmatched"),
         expected_calibration_error=feedback.expected_calibration_error,
         mean_interval_width=Pair(
             reference=finite_mean(reference[REFERENCE_INTERVAL_WIDTH_COLUMN]),

@@ -77,6 +77,9 @@ class DriftSummary(_Frozen):
     estimated_accuracy: float
     realized_accuracy: float | None
     labelled_rows: int
+    #: Feedback labels received since the window began whose prediction is not in the window
+    #: (None: the reader did not say). ``labelled_rows`` are the matched ones.
+    feedback_unmatched: int | None = None
     expected_calibration_error: float | None
     mean_interval_width: Pair
     ambiguous_share: Pair

@@ -143,6 +143,16 @@ def test_run_writes_report_summary_and_workspace(
     url = log_url
     window = drift_bundle.log_window(np.random.default_rng(3), 300, x1_shift=1.0, labelled=80)
     write_log(drift_bundle, url, window, tmp_path / "spool")
+    # Two labels whose predictions were never logged: well formed, so stored, but unmatched.
+    log = predlog.PredictionLog(url, spool_dir=tmp_path / "spool")
+    log.start()
+    try:
+        ghosts = [
+            predlog.FeedbackLabel("ghost", i, drift_bundle.manifest.classes[0]) for i in (0, 1)
+        ]
+        log.record_feedback("toy", ghosts, drift_bundle.manifest.classes)
+    finally:
+        log.stop()
     done = drift(capfd, *_args(drift_bundle, url, tmp_path))
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("toy: dataset_drift=")
@@ -150,6 +160,7 @@ def test_run_writes_report_summary_and_workspace(
     assert summary["rows_current"] == 300
     assert summary["columns"]["x1"]["drift_detected"] is True
     assert summary["labelled_rows"] == 80
+    assert summary["feedback_unmatched"] == 2
     labelled = window[window["true_label"].notna()]
     assert summary["realized_accuracy"] == pytest.approx(
         float((labelled["label"] == labelled["true_label"]).mean())
