@@ -109,6 +109,13 @@ def serve(
             "PREDICTION_LOG_SPOOL_DIR",
         ),
     ] = None,
+    prediction_log_flush_seconds: Annotated[
+        float | None,
+        _opt(
+            "Write queued rows this long after the first arrived (default 0.1).",
+            "PREDICTION_LOG_FLUSH_SECONDS",
+        ),
+    ] = None,
     prediction_log_segment_rows: Annotated[
         int | None,
         _opt(

@@ -172,6 +172,15 @@ class Settings(BaseSettings):
             "waiting while PostgreSQL is unreachable."
         ),
     )
+    prediction_log_flush_seconds: float = Field(
+        default=0.1,
+        ge=0.001,
+        le=10.0,
+        description=(
+            "Queued predictions are written (fsync'd) this long after the first of them "
+            "arrived: the most a SIGKILL loses. Shorter costs more fsyncs."
+        ),
+    )
     prediction_log_segment_rows: int = Field(
         default=200_000,
         ge=1,

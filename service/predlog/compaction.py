@@ -50,7 +50,7 @@ def compact(url: str, *, small_bytes: int = SMALL_SEGMENT_BYTES) -> Compacted:
         merged = pa.concat_tables(tables)
         name = f"part-compact-{uuid.uuid4().hex[:16]}"
         temporary = f"{directory}/.{name}.tmp"
-        write_segment(merged, temporary, filesystem)
+        write_segment(merged.to_batches(), merged.schema, temporary, filesystem)
         filesystem.move(temporary, f"{directory}/{name}.parquet")
         for path in paths:
             filesystem.delete_file(path)

@@ -19,6 +19,7 @@ Feedback labels are a second schema: ``received_at``, ``request_id``, ``instance
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,6 +79,9 @@ class Columns:
 
     def schema(self) -> pa.Schema:
         """The flat Arrow schema of this version's prediction rows."""
+        return _schema(self)
+
+    def _build_schema(self) -> pa.Schema:
         fields = [pa.field(name, kind) for name, kind in BASE_FIELDS]
         for name, kind in self.features:
             arrow = pa.float32() if kind == "numeric" else pa.string()
@@ -114,6 +118,12 @@ class Columns:
             elif field.name.startswith(PROBABILITY_PREFIX):
                 classes.append(field.name.removeprefix(PROBABILITY_PREFIX))
         return Columns(tuple(features), tuple(classes))
+
+
+@functools.lru_cache(maxsize=256)
+def _schema(columns: Columns) -> pa.Schema:
+    """One schema per layout, built once: the writer asks for it on every flush."""
+    return columns._build_schema()
 
 
 def _kind(value: object) -> FeatureKind:

@@ -14,7 +14,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each of its 16 fields through object.__setattr__, and
+# one record is made per served request.
+@dataclass(slots=True)
 class PredictionRecord:
     """One served request: ``rows`` instances of one model version.
 

@@ -86,7 +86,9 @@ def read_spool(path: Path) -> tuple[pa.Schema, list[tuple[pa.RecordBatch, str]]]
     batches: list[tuple[pa.RecordBatch, str]] = []
     if path.stat().st_size == 0:  # made by an older writer that died before its schema
         return pa.schema([]), batches
-    with path.open("rb") as handle:
+    # Memory-mapped: the batches point into the file's pages instead of copies on the heap,
+    # so sealing a large spool costs page cache, not the server's anonymous memory.
+    with pa.memory_map(str(path)) as handle:
         try:
             reader = ipc.open_stream(handle)
         except (pa.ArrowInvalid, OSError) as exc:

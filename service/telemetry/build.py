@@ -21,6 +21,7 @@ def build_telemetry(settings: Settings) -> ServiceTelemetry:
             url,
             queue_rows=settings.prediction_log_queue_rows,
             spool_dir=settings.prediction_log_spool_dir,
+            flush_interval_s=settings.prediction_log_flush_seconds,
             segment_rows=settings.prediction_log_segment_rows,
             segment_age_s=settings.prediction_log_segment_seconds,
             retention_days=settings.prediction_log_retention_days or None,

@@ -304,7 +304,7 @@ class ServiceTelemetry(Telemetry):
         if m is None:
             return
         child = self._log_rows.get(outcome)
-        if child is None:  # outcomes are a fixed handful (OUTCOMES)
+        if child is None:  # outcomes are a fixed handful (LOG_OUTCOMES)
             child = self._log_rows[outcome] = m.log_rows.labels(outcome)
         child.inc(rows)
         if self.prediction_log is not None:
