@@ -9,6 +9,7 @@ without a per-row step; only the per-request scalars (id, time, latency) are rea
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -17,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from service.predlog.layout import FEEDBACK_SCHEMA, Columns, FeatureKind, Kind
@@ -66,6 +66,12 @@ def partition_of(record: PredictionRecord | FeedbackRecord) -> Partition:
     if isinstance(record, FeedbackRecord):
         return Partition("feedback", record.model, None, utc_date(record.received_at))
     return Partition("predictions", record.model, int(record.version), utc_date(record.logged_at))
+
+
+@functools.lru_cache(maxsize=256)
+def _class_index(classes: tuple[str, ...]) -> dict[str, int]:
+    """Class label -> its column index."""
+    return {label: i for i, label in enumerate(classes)}
 
 
 def columns_of(record: PredictionRecord) -> Columns:
@@ -120,11 +126,10 @@ def prediction_batch(group: Sequence[PredictionRecord], columns: Columns) -> pa.
     members = matrix(list(map(_SETS, group)), np.bool_)
     flat = labels_of[0] if len(group) == 1 else list(chain.from_iterable(labels_of))
     labels = pa.array(flat, type=pa.string())
-    predicted = pc.index_in(labels, value_set=pa.array(columns.classes, type=pa.string()))
-    if predicted.null_count:
-        raise ValueError("a predicted label is not one of the model's classes")
+    # A dict lookup per row, not pyarrow.compute: the first compute call initialises Arrow's
+    # kernel registry, about 45 MiB of a serving process's memory. KeyError: not a class.
+    index = np.fromiter(map(_class_index(columns.classes).__getitem__, flat), np.intp, n)
     at = np.arange(n)
-    index = predicted.to_numpy(zero_copy_only=False).astype(np.intp)
     width = upper[at, index] - lower[at, index]
 
     def per_request(pick: attrgetter[Any]) -> NDArray[np.float64]:
@@ -132,8 +137,10 @@ def prediction_batch(group: Sequence[PredictionRecord], columns: Columns) -> pa.
         return values if n == len(group) else values[owner]
 
     def texts(pick: attrgetter[Any]) -> pa.Array:
-        values = pa.array(list(map(pick, group)), type=pa.string())
-        return values if n == len(group) else values.take(owner)
+        values = list(map(pick, group))
+        if n == len(group):
+            return pa.array(values, type=pa.string())
+        return pa.array(np.asarray(values, dtype=object)[owner], type=pa.string())
 
     arrays: list[pa.Array] = [
         pa.array(per_request(_LOGGED_AT)),
