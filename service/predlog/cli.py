@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import typer
 
 from service.errors import UsageError
-from service.predlog.urls import DEFAULT_LOG_URL, parse_log_url
+from service.predlog.urls import DEFAULT_LOG_URL, LOG_OFF, parse_log_url
 
 app = typer.Typer(
     name="log",
@@ -34,7 +35,7 @@ def _url(text: str) -> str:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     if location is None:
-        raise UsageError("the prediction log is off (URL 'none'): there is nothing to read")
+        raise UsageError(LOG_OFF)
     return text
 
 
@@ -55,7 +56,12 @@ def show(
         raise UsageError(f"cannot read the prediction log: {text[0] if text else exc}") from exc
     rows: list[dict[str, Any]] = []
     for version, _, table in parts:
+        # float32 features print as their shortest float32 text (0.1, not 0.10000000149011612).
+        single = [f.name for f in table.schema if pa.types.is_float32(f.type)]
         for row in table.to_pylist():
+            for name in single:
+                if row[name] is not None:
+                    row[name] = float(str(np.float32(row[name])))
             rows.append({"model": model, "version": version, **row})
     rows.sort(key=lambda r: (r["logged_at"], r["instance"]))
     if not rows:

@@ -22,7 +22,7 @@ import pyarrow as pa
 from service.bundle.manifest import REFERENCE_PROBABILITY_PREFIX
 from service.predlog.errors import PredictionLogError
 from service.predlog.layout import FEATURE_PREFIX, PROBABILITY_PREFIX, Columns, SchemaTooNew
-from service.predlog.urls import parse_log_url
+from service.predlog.urls import LOG_OFF, parse_log_url
 from service.predlog.window import read_feedback, read_parts
 
 BASE_COLUMNS = (
@@ -58,7 +58,7 @@ def read_window(
     features are numeric. ValueError (one line) when the log cannot be read."""
     location = parse_log_url(url)
     if location is None:
-        raise ValueError("the prediction log is off (URL 'none'): there is nothing to read")
+        raise ValueError(LOG_OFF)
     if last is not None and last < 1:
         raise ValueError("last must be at least 1")
     try:

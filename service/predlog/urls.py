@@ -9,6 +9,9 @@ from typing import Literal
 #: Where serve logs and drift reads by default: a Parquet dataset in the working directory.
 DEFAULT_LOG_URL = "./predictions/"
 
+#: What a reader says when the URL is ``none``.
+LOG_OFF = "the prediction log is off (URL 'none'): there is nothing to read"
+
 ACCEPTED = (
     "a directory such as './predictions/', a filesystem URL such as 'file:///srv/predictions' "
     "or 's3://bucket/prefix' (a Parquet dataset), 'postgresql://user:password@host:5432/database' "

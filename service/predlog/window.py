@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 from service.predlog.batches import utc_date
 from service.predlog.layout import FEEDBACK_SCHEMA, Columns, check_schema_version
 from service.predlog.parquet_store import FEEDBACK_DIR, open_filesystem
-from service.predlog.urls import parse_log_url
+from service.predlog.urls import LOG_OFF, parse_log_url
 
 #: (version, its column layout, its rows) of one model.
 Part = tuple[int, Columns, pa.Table]
@@ -37,7 +37,7 @@ def read_parts(
     or take rows sharing the cutoff time). ValueError for ``none``; Arrow/OS errors pass."""
     location = parse_log_url(url)
     if location is None:
-        raise ValueError("the prediction log is off (URL 'none'): there is nothing to read")
+        raise ValueError(LOG_OFF)
     if location.kind == "postgresql":
         assert location.dsn is not None
         from service.predlog.postgres_reader import postgres_parts

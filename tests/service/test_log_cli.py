@@ -15,7 +15,7 @@ from service.predlog.reader import read_window
 
 def record(i: int, rows: int) -> PredictionRecord:
     """Request ``r{i}`` of ``rows`` instances, logged at ``1_800_000_000 + i`` seconds."""
-    x = (np.arange(rows, dtype=np.float32) + np.float32(i)).reshape(rows, 1)
+    x = (np.arange(rows, dtype=np.float32) + np.float32(i + 0.1)).reshape(rows, 1)
     p = np.tile([0.75, 0.25], (rows, 1))
     return PredictionRecord(
         logged_at=1_800_000_000.0 + i,
@@ -77,7 +77,7 @@ def test_show_prints_the_newest_rows_oldest_first(
     first = rows[0]
     assert first["model"] == "demo" and first["version"] == 3
     assert first["logged_at"] == "2027-01-15T08:00:00+00:00"  # 1_800_000_000 s, UTC
-    assert first["features.x"] == 1.0  # arange(2) + 0: instance 1
+    assert first["features.x"] == 1.1  # arange(2) + 0.1: instance 1, float32's shortest text
     assert first["interval_width"] == pytest.approx(0.25)
     assert first["prediction_set.yes"] is True and first["prediction_set.no"] is False
 
