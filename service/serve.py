@@ -112,7 +112,7 @@ def serve(
     prediction_log_flush_seconds: Annotated[
         float | None,
         _opt(
-            "Write queued rows this long after the first arrived (default 0.1).",
+            "Write queued rows this long after the first arrived (default 0.05).",
             "PREDICTION_LOG_FLUSH_SECONDS",
         ),
     ] = None,

@@ -79,7 +79,7 @@ class PredictionLog:
         *,
         queue_rows: int = 100_000,
         batch_rows: int = 8_192,
-        flush_interval_s: float = 0.1,
+        flush_interval_s: float = 0.05,
         retry_interval_s: float = 2.0,
         spool_dir: Path = Path("./prediction-spool"),
         segment_rows: int = 200_000,
