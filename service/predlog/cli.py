@@ -11,6 +11,7 @@ import pyarrow as pa
 import typer
 
 from service.errors import UsageError
+from service.predlog.errors import first_line
 from service.predlog.urls import DEFAULT_LOG_URL, LOG_OFF, parse_log_url
 
 app = typer.Typer(
@@ -52,8 +53,7 @@ def show(
     try:
         parts = read_parts(url, model, last=last)
     except (ValueError, OSError, pa.ArrowException) as exc:
-        text = str(exc).strip().splitlines()
-        raise UsageError(f"cannot read the prediction log: {text[0] if text else exc}") from exc
+        raise UsageError(f"cannot read the prediction log: {first_line(exc)}") from exc
     rows: list[dict[str, Any]] = []
     for version, _, table in parts:
         # float32 features print as their shortest float32 text (0.1, not 0.10000000149011612).

@@ -9,13 +9,14 @@ import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from service.predlog.errors import first_line
 from service.predlog.layout import (
     FEEDBACK_SCHEMA,
     META_SCHEMA_VERSION,
     Columns,
     check_schema_version,
 )
-from service.predlog.postgres_store import CLIENT_ENCODING, describe, first_line
+from service.predlog.postgres_store import CLIENT_ENCODING, describe
 
 #: (version, its column layout, its rows).
 Part = tuple[int, Columns, pa.Table]

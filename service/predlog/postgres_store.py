@@ -25,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from service.predlog.batches import Partition
-from service.predlog.errors import PredictionLogError, StoreUnavailable
+from service.predlog.errors import PredictionLogError, StoreUnavailable, first_line
 from service.predlog.layout import FEEDBACK_SCHEMA, SCHEMA_VERSION, Columns, SchemaTooNew
 
 logger = logging.getLogger(__name__)
@@ -243,9 +243,3 @@ def csv_payload(batch: pa.RecordBatch) -> bytes:
     sink = pa.BufferOutputStream()
     pacsv.write_csv(batch, sink, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
     return bytes(sink.getvalue().to_pybytes())
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an error's text (PostgreSQL adds LINE and caret lines to SQL errors)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

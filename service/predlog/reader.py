@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from service.bundle.manifest import REFERENCE_PROBABILITY_PREFIX
-from service.predlog.errors import PredictionLogError
+from service.predlog.errors import PredictionLogError, first_line
 from service.predlog.layout import FEATURE_PREFIX, PROBABILITY_PREFIX, Columns, SchemaTooNew
 from service.predlog.urls import LOG_OFF, parse_log_url
 from service.predlog.window import read_feedback, read_parts
@@ -67,7 +67,7 @@ def read_window(
     except SchemaTooNew as exc:
         raise ValueError(str(exc)) from exc
     except (pa.ArrowException, OSError, PredictionLogError) as exc:
-        raise ValueError(f"the prediction log cannot be read: {_first_line(exc)}") from exc
+        raise ValueError(f"the prediction log cannot be read: {first_line(exc)}") from exc
     frames = []
     while parts:  # each table is let go as soon as it is a frame (a window may be 1M rows)
         version_of, columns_of, table_of = parts.pop(0)
@@ -95,11 +95,6 @@ def _in_order(frame: pd.DataFrame) -> bool:
     later = at[1:] > at[:-1]
     same = at[1:] == at[:-1]
     return bool(np.all(later | (same & (instance[1:] >= instance[:-1]))))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # -- one frame ----------------------------------------------------------------------------------
