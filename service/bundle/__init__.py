@@ -10,8 +10,10 @@ from service.bundle.adapted_conformal import (
 from service.bundle.columns import MISSING_CATEGORY, graph_columns
 from service.bundle.manifest import (
     MANIFEST_FILE,
+    MAX_SENSITIVE_GROUPS,
     MEMBER_PROBABILITIES_OUTPUT,
     MODEL_FILE,
+    OTHER_GROUP,
     REFERENCE_FILE,
     REPORT_DIR,
     Calibration,
@@ -20,6 +22,7 @@ from service.bundle.manifest import (
     Manifest,
     ManifestError,
     NumericFeature,
+    SensitiveColumn,
     VerificationSample,
     read_manifest,
     write_manifest,
@@ -37,9 +40,11 @@ from service.bundle.repository import (
 __all__ = [
     "ADAPTED_CONFORMAL_FILE",
     "MANIFEST_FILE",
+    "MAX_SENSITIVE_GROUPS",
     "MEMBER_PROBABILITIES_OUTPUT",
     "MISSING_CATEGORY",
     "MODEL_FILE",
+    "OTHER_GROUP",
     "REFERENCE_FILE",
     "REPORT_DIR",
     "AdaptedConformal",
@@ -51,6 +56,7 @@ __all__ = [
     "ManifestError",
     "NumericFeature",
     "RepositoryError",
+    "SensitiveColumn",
     "StagedBundle",
     "VerificationSample",
     "bundle_path",

@@ -104,6 +104,26 @@ class VerificationSample(_Strict):
     tolerance: float = 1e-4
 
 
+#: Most groups a sensitive column names; rarer values are sliced together as ``other``, which
+#: keeps metric labels and log columns bounded whatever the data holds.
+MAX_SENSITIVE_GROUPS = 20
+#: The group every value outside a sensitive column's ``groups`` is counted in.
+OTHER_GROUP = "other"
+
+
+class SensitiveColumn(_Strict):
+    """A column fairness figures are sliced by (``probserve train --sensitive``).
+
+    ``feature``: a model input, sliced from the logged features. ``context``: kept out of the
+    model (``--exclude``); requests carry it as a context attribute, logged beside the features.
+    """
+
+    name: str = Field(min_length=1, max_length=128)
+    source: Literal["feature", "context"]
+    #: The training data's groups, largest first (at most MAX_SENSITIVE_GROUPS).
+    groups: list[str] = Field(min_length=1, max_length=MAX_SENSITIVE_GROUPS)
+
+
 class Manifest(_Strict):
     """Everything about a bundle except the weights, which live in ``model.onnx``."""
 
@@ -123,10 +143,18 @@ class Manifest(_Strict):
     data_fingerprint: str
     library_versions: dict[str, str] = Field(default_factory=dict)
     sample: VerificationSample
+    #: Columns to slice fairness figures by; empty for bundles trained without --sensitive.
+    sensitive: list[SensitiveColumn] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
         names = [f.name for f in self.features]
+        for column in self.sensitive:
+            if (column.source == "feature") != (column.name in names):
+                raise ValueError(
+                    f"sensitive column {column.name!r}: source 'feature' must name a model "
+                    "input and source 'context' must not"
+                )
         if len(set(names)) != len(names):
             raise ValueError("feature names must be unique")
         if len(set(self.classes)) != len(self.classes):
