@@ -57,6 +57,8 @@ PROBABILITY_PREFIX: Final = "probabilities."
 LOWER_PREFIX: Final = "lower."
 UPPER_PREFIX: Final = "upper."
 SET_PREFIX: Final = "prediction_set."
+#: Per-instance request context attributes (kept out of the model), logged as string columns.
+CONTEXT_PREFIX: Final = "context."
 
 FEEDBACK_SCHEMA: Final = pa.schema(
     [
@@ -155,6 +157,11 @@ def check_schema_version(metadata: dict[bytes, bytes] | None) -> None:
             f"the prediction log has layout version {found}; this code knows up to "
             f"{SCHEMA_VERSION} (a newer probserve wrote it)"
         )
+
+
+def context_column(name: str) -> str:
+    """The log column of the per-instance context attribute ``name``."""
+    return CONTEXT_PREFIX + name
 
 
 def class_columns(prefix: str, classes: Sequence[str]) -> list[str]:
