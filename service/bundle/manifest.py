@@ -40,6 +40,10 @@ REFERENCE_INTERVAL_WIDTH_COLUMN = "__interval_width__"
 REFERENCE_SET_SIZE_COLUMN = "__set_size__"
 #: Which split a reference row came from (schema 2 on): the output columns are held-out rows.
 REFERENCE_SPLIT_COLUMN = "__split__"
+#: Prefix of the columns holding the sensitive columns kept out of the model (source "context"),
+#: as text (service.fairness.group_text; missing is null), so the drift job can slice the
+#: reference by them.
+REFERENCE_CONTEXT_PREFIX = "__context__"
 
 FeatureValue = float | str | None
 
