@@ -28,6 +28,7 @@ from service.bundle import (
     write_adapted_conformal,
 )
 from service.bundle.manifest import REFERENCE_PROBABILITY_PREFIX
+from service.fairness import conformal_coverage, mean_set_size
 from service.predlog.reader import TRUE_LABEL
 from service.uncertainty import conformal_scores, conformal_threshold, prediction_sets
 
@@ -51,6 +52,18 @@ def labelled_rows(
     return probabilities, truth, rows["confidence_level"].to_numpy(dtype=np.float64)
 
 
+def sets_at_levels(
+    probabilities: NDArray[np.float64], levels: NDArray[np.float64], scores: NDArray[np.float64]
+) -> NDArray[np.bool_]:
+    """The prediction sets [n, C] that ``scores`` give, each row at its own served level."""
+    members = np.zeros(probabilities.shape, dtype=bool)
+    for level in np.unique(levels):
+        rows = levels == level
+        threshold = conformal_threshold(scores, float(level))
+        members[rows] = prediction_sets(probabilities[rows], threshold)
+    return members
+
+
 def set_figures(
     probabilities: NDArray[np.float64],
     truth: NDArray[np.int64],
@@ -62,14 +75,9 @@ def set_figures(
     n = len(truth)
     if n == 0:
         return None, None
-    covered = np.zeros(n, dtype=bool)
-    sizes = np.zeros(n)
-    for level in np.unique(levels):
-        rows = levels == level
-        members = prediction_sets(probabilities[rows], conformal_threshold(scores, float(level)))
-        covered[rows] = members[np.arange(members.shape[0]), truth[rows]]
-        sizes[rows] = members.sum(axis=1)
-    return float(covered.mean()), float(sizes.mean())
+    members = sets_at_levels(probabilities, levels, scores)
+    coverage = conformal_coverage(truth, truth, prediction_sets=members)
+    return coverage, mean_set_size(truth, truth, prediction_sets=members)
 
 
 def recalibrated_scores(
