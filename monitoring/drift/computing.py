@@ -30,6 +30,7 @@ from monitoring.drift.columns import (
     compared_frames,
     probability_columns,
 )
+from monitoring.drift.fairness import FairnessSettings, fairness_figures
 from monitoring.drift.fallback import (
     FALLBACK_METHOD,
     FALLBACK_THRESHOLD,
@@ -251,6 +252,15 @@ def compute_drift(
         manifest.classes,
         settings.min_labelled_rows,
     )
+    fairness, fairness_notes = fairness_figures(
+        current,
+        manifest,
+        reference_version,
+        FairnessSettings(
+            settings.fairness_resamples, settings.fairness_bootstrap_rows, settings.seed
+        ),
+    )
+    notes += fairness_notes
     summary = DriftSummary(
         model=manifest.name,
         reference_version=reference_version,
@@ -278,5 +288,6 @@ def compute_drift(
             else None,
         ),
         warnings=notes,
+        fairness=fairness,
     )
     return DriftResult(summary, snapshot)

@@ -1,6 +1,8 @@
 """Every drift metric, defined once; the job pushes them, the monitor serves them.
 
-Labels stay bounded: model, column (the bundle's compared columns), method, window, reason.
+Labels stay bounded: model, column (the bundle's compared or sensitive columns), method, window,
+reason, group (a sensitive column's manifest groups plus the ``other`` and ``missing`` buckets),
+class (the bundle's classes) and figure (the fairness figures' names).
 """
 
 from __future__ import annotations
@@ -10,7 +12,13 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import push_to_gateway
 
-from monitoring.drift.summary import DriftSummary
+from monitoring.drift.fairness import (
+    ESTIMATED_ACCURACY,
+    REALIZED_ACCURACY,
+    SELECTION_RATE_PREFIX,
+)
+from monitoring.drift.summary import DriftSummary, FairnessFigures
+from service.fairness import MIN_GROUP_SIZE
 
 #: Pushgateway job name of ``probserve drift run --pushgateway``.
 PUSH_JOB = "probserve_drift"
@@ -89,6 +97,41 @@ class DriftMetrics:
             ["model"],
             registry=r,
         )
+        self.group_rows = Gauge(
+            "probserve_fairness_group_rows",
+            "Rows of the window in a group of a sensitive column (a group under "
+            f"{MIN_GROUP_SIZE} rows is too small: no figures)",
+            ["model", "column", "group"],
+            registry=r,
+        )
+        self.group_selection_rate = Gauge(
+            "probserve_fairness_selection_rate",
+            "Share of a group's rows predicted as the class",
+            ["model", "column", "group", "class"],
+            registry=r,
+        )
+        self.group_estimated = Gauge(
+            "probserve_fairness_estimated_accuracy",
+            "Label-free accuracy estimate of a group: its mean top-class probability",
+            ["model", "column", "group"],
+            registry=r,
+        )
+        self.group_realized = Gauge(
+            "probserve_fairness_realized_accuracy",
+            "Accuracy on a group's rows that have feedback labels",
+            ["model", "column", "group"],
+            registry=r,
+        )
+        self.disparity = Gauge(
+            "probserve_fairness_disparity",
+            "Largest difference of a figure between the groups of a sensitive column that have "
+            "enough rows (highest minus lowest)",
+            ["model", "column", "figure"],
+            registry=r,
+        )
+        #: The fairness series each model set last, removed before its next run sets its own:
+        #: a group that leaves the window must not keep its old figure.
+        self._fairness_series: dict[str, list[tuple[Gauge, tuple[str, ...]]]] = {}
         self.failures = Counter(
             "probserve_drift_failures",
             "Failed drift runs by reason",
@@ -122,6 +165,38 @@ class DriftMetrics:
             _set_or_drop(self.set_size, (model, sets), size)
         self.rows.labels(model).set(summary.rows_current)
         self.last_success.labels(model).set(finished_at)
+        self._record_fairness(model, summary.fairness)
+
+    def _record_fairness(self, model: str, fairness: FairnessFigures | None) -> None:
+        """Per-group figures (absent for a too-small group or a missing figure) and disparities."""
+        for gauge, labels in self._fairness_series.pop(model, []):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
+        if fairness is None:
+            return
+        series: list[tuple[Gauge, tuple[str, ...]]] = []
+        per_group = {
+            ESTIMATED_ACCURACY: self.group_estimated,
+            REALIZED_ACCURACY: self.group_realized,
+        }
+
+        def put(gauge: Gauge, labels: tuple[str, ...], value: float | None) -> None:
+            if value is not None:
+                gauge.labels(*labels).set(value)
+                series.append((gauge, labels))
+
+        for name, column in fairness.columns.items():
+            for group, figures in column.groups.items():
+                put(self.group_rows, (model, name, group), float(figures.rows))
+                for figure, estimate in figures.figures.items():
+                    if figure.startswith(SELECTION_RATE_PREFIX):
+                        label = figure.removeprefix(SELECTION_RATE_PREFIX)
+                        put(self.group_selection_rate, (model, name, group, label), estimate.value)
+                    elif figure in per_group:
+                        put(per_group[figure], (model, name, group), estimate.value)
+            for figure, gap in column.disparity.items():
+                put(self.disparity, (model, name, figure), gap.difference)
+        self._fairness_series[model] = series
 
     def fail(self, model: str, reason: str) -> None:
         """Count one failed run; the gauges keep the last good figures."""

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.errors import UsageError
+from service.fairness import BOOTSTRAP_RESAMPLES
 
 #: Same default as the service's writer (docs/architecture.md, Command line).
 from service.predlog.urls import DEFAULT_LOG_URL as DEFAULT_LOG_URL  # re-exported for the CLI
@@ -71,6 +72,10 @@ class DriftSettings(BaseSettings):
     #: Labelled rows a recalibration takes (the newest), and the fewest it needs to publish.
     adapt_window_rows: int = Field(default=500, ge=20, le=100_000)
     adapt_min_rows: int = Field(default=100, ge=20, le=100_000)
+    #: Bootstrap resamples of each per-group fairness interval, and the most rows of a group
+    #: they resample (a seeded sample above that, whose interval is wider than the group's).
+    fairness_resamples: int = Field(default=BOOTSTRAP_RESAMPLES, ge=100, le=10_000)
+    fairness_bootstrap_rows: int = Field(default=20_000, ge=100)
 
     @field_validator("column_threshold")
     @classmethod

@@ -6,6 +6,7 @@ JSON has no NaN: every float field is finite or null (a model validator refuses 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -58,6 +59,71 @@ class ConformalFigures(_Frozen):
     published_revision: int | None
 
 
+class Estimate(_Frozen):
+    """One group's figure with its bootstrap 95% interval; null values: no row to compute it on."""
+
+    value: float | None
+    low: float | None
+    high: float | None
+    #: Rows the figure is computed on (every row, the labelled rows, or their positives).
+    rows: int
+
+
+class GroupFigures(_Frozen):
+    """One group of a sensitive column in the window."""
+
+    rows: int
+    labelled_rows: int
+    #: Fewer rows than ``min_group_rows``: reported, but its figures are null.
+    too_small: bool
+    figures: dict[str, Estimate]
+
+
+class Disparity(_Frozen):
+    """The largest gap of one figure between the groups large enough to judge."""
+
+    #: Highest minus lowest group value.
+    difference: float
+    #: Lowest over highest group value (1 when every group has the same value).
+    ratio: float
+    lowest: str
+    highest: str
+
+
+class SensitiveFigures(_Frozen):
+    """Per-group figures and disparities of one sensitive column."""
+
+    source: Literal["feature", "context"]
+    groups: dict[str, GroupFigures]
+    disparity: dict[str, Disparity]
+
+
+class FairnessFigures(_Frozen):
+    """Figures sliced by the bundle's sensitive columns (docs/architecture.md, Monitoring)."""
+
+    #: Fewest rows a group (or a figure, for the disparity) needs to be compared.
+    min_group_rows: int
+    #: Level of the bootstrap intervals.
+    confidence: float
+    #: Most rows of a group an interval resamples (a seeded sample above that: wider).
+    bootstrap_rows: int
+    columns: dict[str, SensitiveFigures]
+
+    def floats(self) -> list[tuple[str, float | None]]:
+        """Every float, named by its path in summary.json (the no-NaN check)."""
+        out: list[tuple[str, float | None]] = []
+        for name, column in self.columns.items():
+            for group, figures in column.groups.items():
+                for figure, e in figures.figures.items():
+                    path = f"fairness.columns.{name}.groups.{group}.figures.{figure}"
+                    out += [(f"{path}.value", e.value), (f"{path}.low", e.low)]
+                    out.append((f"{path}.high", e.high))
+            for figure, d in column.disparity.items():
+                path = f"fairness.columns.{name}.disparity.{figure}"
+                out += [(f"{path}.difference", d.difference), (f"{path}.ratio", d.ratio)]
+        return out
+
+
 class DriftSummary(_Frozen):
     """Everything ``summary.json`` holds; see the drift section of the README."""
 
@@ -86,6 +152,8 @@ class DriftSummary(_Frozen):
     warnings: list[str]
     #: Realized coverage of the conformal sets from feedback (None before it is computed).
     conformal: ConformalFigures | None = None
+    #: Per-group figures of the bundle's sensitive columns (None: the bundle names none).
+    fairness: FairnessFigures | None = None
 
     @model_validator(mode="after")
     def _finite(self) -> DriftSummary:
@@ -101,6 +169,8 @@ class DriftSummary(_Frozen):
         ]
         floats += [(f"columns.{n}.score", c.score) for n, c in self.columns.items()]
         floats += [(f"columns.{n}.threshold", c.threshold) for n, c in self.columns.items()]
+        if self.fairness is not None:
+            floats += self.fairness.floats()
         for name, value in floats:
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"{name} is not finite ({value}); summary.json has no NaN")
