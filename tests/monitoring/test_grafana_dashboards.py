@@ -32,7 +32,9 @@ MODEL_HEALTH = DASHBOARDS_DIR / "probserve-model-health.json"
 BUILTIN_VARIABLES = {*GRAFANA_INTERVALS, "__all", "__range_s", "__range_ms", "__interval_ms"}
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)")
 
-#: What each dashboard must show: the metrics the issue names, each in at least one query.
+#: What each dashboard must show, each in at least one query: throughput, latency percentiles,
+#: errors, batching, uncertainty, the prediction log and model state (service); drift, accuracy
+#: and the drift job's own health (model health). A metric no panel reads is one nobody sees.
 SERVICE_METRICS = [
     "model:probserve_requests:rate5m",  # throughput
     "model:probserve_predictions:rate5m",
@@ -67,6 +69,11 @@ MODEL_HEALTH_METRICS = [
     "probserve_ambiguous_share",
     "probserve_drift_last_success_timestamp_seconds",
     "probserve_drift_rows",
+    "probserve_fairness_group_rows",
+    "probserve_fairness_selection_rate",
+    "probserve_fairness_estimated_accuracy",
+    "probserve_fairness_realized_accuracy",
+    "probserve_fairness_disparity",
 ]
 
 

@@ -21,6 +21,8 @@ import httpx
 import numpy as np
 import pytest
 
+from service.bundle import write_manifest
+from service.bundle.manifest import SensitiveColumn
 from tests.monitoring.conftest import draw_features, write_drift_bundle
 from tests.monitoring.prometheus_support import (
     PrometheusError,
@@ -42,6 +44,9 @@ def _rows(n: int, seed: int, shift: float) -> list[dict[str, object]]:
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[LiveServer, int, Path]]:
     bundle = write_drift_bundle(tmp_path / "models")
+    # Fairness figures sliced by a model input, so the fairness panels and alert have data.
+    colour = SensitiveColumn(name="colour", source="feature", groups=["blue", "green", "red"])
+    write_manifest(bundle.path, bundle.manifest.model_copy(update={"sensitive": [colour]}))
     url = str(tmp_path / "predictions")
     server = start_live_server(
         bundle.repository,
@@ -101,6 +106,8 @@ def test_every_dashboard_query_and_rule_has_data(
     assert drifted, "the shifted feature reaches Prometheus as drifted"
     realized = prometheus.wait_for('probserve_realized_accuracy{model="toy"}')
     assert 0.0 <= float(realized[0]["value"][1]) <= 1.0
+    groups = prometheus.wait_for('probserve_fairness_group_rows{model="toy",column="colour"}')
+    assert sum(float(g["value"][1]) for g in groups) >= 300  # every row in some group
 
     time.sleep(3)  # two more scrapes, so every rate() has two samples in its window
     missing = []

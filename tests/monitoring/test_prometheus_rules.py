@@ -18,7 +18,18 @@ from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricF
 from prometheus_client.registry import Collector
 
 from monitoring.drift.metrics import DriftMetrics
-from monitoring.drift.summary import ColumnDrift, ConformalFigures, DriftSummary, Pair, Window
+from monitoring.drift.summary import (
+    ColumnDrift,
+    ConformalFigures,
+    Disparity,
+    DriftSummary,
+    Estimate,
+    FairnessFigures,
+    GroupFigures,
+    Pair,
+    SensitiveFigures,
+    Window,
+)
 from tests.monitoring.prometheus_support import (
     MATCH_ALL,
     PROMETHEUS_DIR,
@@ -46,6 +57,7 @@ MODEL_HEALTH_ALERTS = {
     "ProbserveCalibrationBroken",
     "ProbserveIntervalWidthUp",
     "ProbserveDriftJobStale",
+    "ProbserveFairnessDisparity",
 }
 
 
@@ -299,10 +311,34 @@ def test_real_prometheus_evaluates_the_recording_rules(
         thread.join(timeout=10)
 
 
+def fairness(estimated: float, realized: float, gap: float) -> FairnessFigures:
+    """Two groups of a context column "region"; group b is ``gap`` below group a."""
+
+    def group(shift: float) -> GroupFigures:
+        figures = {
+            "selection_rate.yes": Estimate(value=0.5, low=0.4, high=0.6, rows=250),
+            "estimated_accuracy": Estimate(value=estimated - shift, low=None, high=None, rows=250),
+            "realized_accuracy": Estimate(value=realized - shift, low=None, high=None, rows=50),
+        }
+        return GroupFigures(rows=250, labelled_rows=50, too_small=False, figures=figures)
+
+    gaps = {
+        name: Disparity(difference=gap, ratio=(value - gap) / value, lowest="b", highest="a")
+        for name, value in (("estimated_accuracy", estimated), ("realized_accuracy", realized))
+    }
+    column = SensitiveFigures(
+        source="context", groups={"a": group(0.0), "b": group(gap)}, disparity=gaps
+    )
+    return FairnessFigures(
+        min_group_rows=30, confidence=0.95, bootstrap_rows=20_000, columns={"region": column}
+    )
+
+
 def drift_summary(
     model: str, *, drifted: bool, estimated: float, realized: float, width: float
 ) -> DriftSummary:
-    """A summary with two compared columns; x1 drifted when ``drifted``."""
+    """A summary with two compared columns (x1 drifted when ``drifted``), and two groups of a
+    sensitive column whose accuracy differs by 0.2 when ``drifted`` (0.02 when not)."""
     return DriftSummary(
         model=model,
         reference_version=1,
@@ -333,6 +369,7 @@ def drift_summary(
             adapted_mean_set_size=None,
             published_revision=None,
         ),
+        fairness=fairness(estimated, realized, 0.2 if drifted else 0.02),
     )
 
 
