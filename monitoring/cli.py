@@ -32,6 +32,7 @@ from monitoring.drift.settings import (
     parse_column_values,
     parse_duration,
 )
+from monitoring.drift.summary import SensitiveFigures
 from service.errors import UsageError
 
 # The jobs import these lazily (start-up stays fast); missing, the root CLI must learn it when it
@@ -245,8 +246,25 @@ def run_command(
             f"{s.model}: conformal sets recalibrated on {s.conformal.labelled_rows} labelled "
             f"rows, revision {s.conformal.published_revision}"
         )
+    if s.fairness is not None:
+        for name, column in s.fairness.columns.items():
+            typer.echo(f"{s.model}: fairness by {name}: {_fairness_text(column)}")
     for note in s.warnings:
         typer.echo(f"warning: {note}", err=True)
+
+
+def _fairness_text(column: SensitiveFigures) -> str:
+    """The accuracy gaps of one sensitive column and its too-small groups, for people."""
+    from monitoring.drift.fairness import ESTIMATED_ACCURACY, REALIZED_ACCURACY
+
+    gaps = [
+        f"{figure} gap {gap.difference:.3f} ({gap.lowest} lowest)"
+        for figure, gap in column.disparity.items()
+        if figure in (ESTIMATED_ACCURACY, REALIZED_ACCURACY)
+    ]
+    small = [group for group, figures in column.groups.items() if figures.too_small]
+    text = ", ".join(gaps) or "no accuracy gap (fewer than two groups large enough)"
+    return text + (f"; too small: {', '.join(small)}" if small else "")
 
 
 @app.command("serve")

@@ -20,6 +20,7 @@ from monitoring.drift.reading import read_baseline
 from monitoring.drift.settings import DriftSettings
 from service import predlog
 from service.bundle import write_manifest
+from service.bundle.manifest import SensitiveColumn
 from service.cli import main
 from tests.monitoring.conftest import CLASSES_PREFIX, DriftBundle
 from tests.pg_support import PostgresServer, running_postgres
@@ -168,6 +169,46 @@ def test_run_writes_report_summary_and_workspace(
     assert summary["versions"] == ["1"]
     assert (tmp_path / "out" / "report.html").stat().st_size > 100_000
     assert (tmp_path / "ws").is_dir()
+
+
+@pytest.mark.slow
+def test_run_slices_a_real_log_by_a_sensitive_feature(
+    drift_bundle: DriftBundle, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    colour = SensitiveColumn(name="colour", source="feature", groups=["blue", "green", "red"])
+    manifest = drift_bundle.manifest.model_copy(update={"sensitive": [colour]})
+    write_manifest(drift_bundle.path, manifest)
+    url = str(tmp_path / "predictions")
+    window = drift_bundle.log_window(np.random.default_rng(31), 300, labelled=200)
+    window.loc[0:9, "colour"] = "purple"  # not a training group: "other", too small
+    window.loc[10:14, "colour"] = None  # logged as "": "missing", too small
+    write_log(drift_bundle, url, window, tmp_path / "spool")
+    done = drift(capfd, *_args(drift_bundle, url, tmp_path))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    column = summary["fairness"]["columns"]["colour"]
+    assert column["source"] == "feature"
+    groups = column["groups"]
+    assert list(groups) == ["blue", "green", "red", "other", "missing"]
+    assert groups["other"] == {"rows": 10, "labelled_rows": 10, "too_small": True, "figures": {}}
+    assert groups["missing"] == {"rows": 5, "labelled_rows": 5, "too_small": True, "figures": {}}
+    for name in ("blue", "green", "red"):
+        rows = window[window["colour"] == name]
+        labelled = rows[rows["true_label"].notna()]
+        assert (groups[name]["rows"], groups[name]["labelled_rows"]) == (len(rows), len(labelled))
+        realized = groups[name]["figures"]["realized_accuracy"]
+        assert realized["value"] == pytest.approx(
+            float((labelled["label"] == labelled["true_label"]).mean())
+        )
+        assert realized["low"] <= realized["value"] <= realized["high"]
+    gap = column["disparity"]["realized_accuracy"]
+    values = {
+        g: groups[g]["figures"]["realized_accuracy"]["value"] for g in ("blue", "green", "red")
+    }
+    assert gap["lowest"] == min(values, key=values.__getitem__)
+    assert gap["difference"] == pytest.approx(max(values.values()) - min(values.values()))
+    assert "toy: fairness by colour: estimated_accuracy gap" in done.stdout
+    assert "too small: other, missing" in done.stdout
 
 
 @pytest.mark.slow
