@@ -21,6 +21,7 @@ from service.bundle import (
     Calibration,
     Feature,
     Manifest,
+    SensitiveColumn,
     VerificationSample,
     graph_columns,
     staged_bundle,
@@ -75,12 +76,14 @@ def write_bundle(
     sample_inputs: Mapping[str, Sequence[FeatureValue]],
     write_report: ReportWriter | None = None,
     temperature_objective: Literal["member", "ensemble_mean"] = "ensemble_mean",
+    sensitive: Sequence[SensitiveColumn] = (),
 ) -> Path:
     """Write and publish ``<repository>/<name>/<next version>``; return its path.
 
     ``sample_inputs`` are a few raw rows, column-wise; their outputs are computed here with
     onnxruntime and stored so every later load can check that the graph still reproduces them.
-    ``temperature_objective`` records what the temperatures in ``weights`` were fitted for.
+    ``temperature_objective`` records what the temperatures in ``weights`` were fitted for;
+    ``sensitive`` the columns fairness figures are sliced by.
     Nothing is left in the repository if any step fails.
     """
     model = build_ensemble_graph(features, weights)
@@ -108,6 +111,7 @@ def write_bundle(
             data_fingerprint=data_fingerprint,
             library_versions=library_versions(),
             sample=VerificationSample(inputs=sample, outputs=sample_outputs.tolist()),
+            sensitive=list(sensitive),
         )
         write_manifest(staged.path, manifest)
         ref = reference

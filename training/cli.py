@@ -17,8 +17,10 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from service.bundle import MAX_SENSITIVE_GROUPS
 from service.errors import UsageError
 from training.pipeline import TrainConfig, headline, train
+from training.sensitive import split_names
 
 _DEFAULTS = TrainConfig(data="synthetic")
 
@@ -152,6 +154,22 @@ def train_command(
             help="treat this column as categorical (repeatable)", envvar=_env("categorical")
         ),
     ] = None,
+    sensitive: Annotated[
+        str | None,
+        typer.Option(
+            help="columns to slice fairness figures by, comma-separated (categorical, or at "
+            f"most {MAX_SENSITIVE_GROUPS} distinct values)",
+            envvar=_env("sensitive"),
+        ),
+    ] = None,
+    exclude: Annotated[
+        str | None,
+        typer.Option(
+            help="columns kept out of the model's inputs, comma-separated (still sliceable "
+            "with --sensitive)",
+            envvar=_env("exclude"),
+        ),
+    ] = None,
     progress: Annotated[
         bool | None,
         typer.Option(
@@ -190,6 +208,8 @@ def train_command(
             synthetic_output=synthetic_output,
             numeric=tuple(numeric or ()),
             categorical=tuple(categorical or ()),
+            sensitive=split_names(sensitive, "--sensitive"),
+            exclude=split_names(exclude, "--exclude"),
             progress=progress,
         )
     except ValidationError as exc:

@@ -27,9 +27,15 @@ from service.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-BUILTIN_SOURCES = ("breast_cancer", "digits", "synthetic", "synthetic_multiclass")
+BUILTIN_SOURCES = (
+    "breast_cancer",
+    "digits",
+    "synthetic",
+    "synthetic_multiclass",
+    "synthetic_groups",
+)
 #: Builtin sources generated with known P(y|x), so interval coverage of the truth is measurable.
-SYNTHETIC_SOURCES = ("synthetic", "synthetic_multiclass")
+SYNTHETIC_SOURCES = ("synthetic", "synthetic_multiclass", "synthetic_groups")
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
 SYNTHETIC_TARGET = "label"
 #: Column prefix of the true probabilities written next to synthetic data.
@@ -91,8 +97,7 @@ def load_dataset(
     elif source == "digits":
         frame, target_values, target = _sklearn_frame("digits")
     elif source in SYNTHETIC_SOURCES:
-        generate = synthetic_frame if source == "synthetic" else synthetic_multiclass_frame
-        frame, target_values, true_p = generate(synthetic_rows, seed)
+        frame, target_values, true_p = _GENERATORS[source](synthetic_rows, seed)
         if synthetic_output is not None:
             write_synthetic(synthetic_output, frame, target_values, true_p)
         return _build(source, frame, target_values, SYNTHETIC_TARGET, numeric, categorical, true_p)
@@ -236,6 +241,50 @@ def synthetic_multiclass_frame(
     )
     target = pd.Series(np.array(["a", "b", "c"])[y], name=SYNTHETIC_TARGET)
     return frame, target, true_p
+
+
+#: Groups of :func:`synthetic_groups_frame`: share of the rows and chance a label is flipped.
+SYNTHETIC_GROUP_SHARES = {"A": 0.6, "B": 0.3, "C": 0.1}
+SYNTHETIC_GROUP_LABEL_NOISE = {"A": 0.0, "B": 0.2, "C": 0.05}
+#: The group column of :func:`synthetic_groups_frame`.
+SYNTHETIC_GROUP_COLUMN = "group"
+
+
+def synthetic_groups_frame(
+    rows: int, seed: int
+) -> tuple[pd.DataFrame, pd.Series, NDArray[np.float64]]:
+    """A binary problem whose label noise differs by group: a known fairness gap.
+
+    Clean P(y=1|x) = sigmoid(f(x)) depends on three numeric inputs only; the label of a row in
+    group g is then flipped with probability e_g (SYNTHETIC_GROUP_LABEL_NOISE), so the truth is
+    P(y=1|x, g) = (1 - e_g) p(x) + e_g (1 - p(x)). Every e_g is under 1/2, so the best label is
+    the same in every group, and a model that never sees the group can be no more accurate on
+    a noisy group than that group's truth allows: group B's accuracy is lower by construction.
+    """
+    if rows < 1:
+        raise UsageError(f"--synthetic-rows must be positive, got {rows}")
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 3))
+    names = np.array(list(SYNTHETIC_GROUP_SHARES))
+    group = rng.choice(names, size=rows, p=list(SYNTHETIC_GROUP_SHARES.values()))
+    f = 2.0 * x[:, 0] - 1.5 * x[:, 1] + 0.5 * x[:, 2] ** 2 - 0.5
+    clean = 1.0 / (1.0 + np.exp(-f))
+    noise = np.array([SYNTHETIC_GROUP_LABEL_NOISE[g] for g in group])
+    p1 = (1.0 - noise) * clean + noise * (1.0 - clean)
+    y = (rng.random(rows) < p1).astype(np.int64)
+    frame = pd.DataFrame(
+        {"x1": x[:, 0], "x2": x[:, 1], "x3": x[:, 2], SYNTHETIC_GROUP_COLUMN: group.astype(object)}
+    )
+    target = pd.Series(np.where(y == 1, "yes", "no"), name=SYNTHETIC_TARGET)
+    true_p = np.stack([1.0 - p1, p1], axis=1)  # classes sorted: "no", "yes"
+    return frame, target, true_p
+
+
+_GENERATORS = {
+    "synthetic": synthetic_frame,
+    "synthetic_multiclass": synthetic_multiclass_frame,
+    "synthetic_groups": synthetic_groups_frame,
+}
 
 
 def write_synthetic(

@@ -35,11 +35,15 @@ from training.metrics import calibration_figures, evaluate
 from training.preprocess import encode_features, fit_features, json_inputs
 from training.report import (
     HELD_OUT_SPLITS,
+    REFERENCE_LEVEL,
     HeldOutRows,
     ReportInputs,
     build_reference,
     report_writer,
 )
+from training.report_fairness import fairness_report
+from training.sensitive import check_columns, context_frame, model_dataset, sensitive_columns
+from training.served_outputs import served_outputs
 from training.splits import SplitSizes, stratified_splits
 
 log = logging.getLogger(__name__)
@@ -77,6 +81,9 @@ class TrainConfig(BaseModel):
     synthetic_output: Path | None = None
     numeric: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
+    #: Columns to slice fairness figures by; excluded columns stay out of the model's inputs.
+    sensitive: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
     progress: bool | None = None
 
     def ensemble(self) -> EnsembleConfig:
@@ -132,24 +139,29 @@ def train(config: TrainConfig) -> TrainResult:
         seed=config.seed,
         synthetic_output=config.synthetic_output,
     )
+    check_columns(dataset, config.sensitive, config.exclude)
+    inputs = model_dataset(dataset, config.exclude)
     sizes = SplitSizes(config.validation_size, config.calibration_size, config.test_size)
     splits = stratified_splits(dataset.labels, sizes, config.seed)
     frame, y = dataset.frame, dataset.labels
-    part = {
+    # Every column, excluded ones too (for slicing); ``part`` holds the model's inputs only.
+    rows = {
         s: frame.iloc[getattr(splits, s)].reset_index(drop=True)
         for s in ("train", "validation", "calibration", "test")
     }
+    part = {s: v[inputs.feature_names] for s, v in rows.items()}
     labels = {s: y[getattr(splits, s)] for s in part}
     log.info(
         "data %s: %d rows, %d features, classes %s; splits %s",
         config.data,
         len(frame),
-        frame.shape[1],
+        len(inputs.feature_names),
         dataset.classes,
         {s: len(v) for s, v in labels.items()},
     )
+    sensitive = sensitive_columns(rows["train"], config.sensitive, config.exclude)
 
-    features = fit_features(part["train"], dataset.numeric, dataset.categorical)
+    features = fit_features(part["train"], inputs.numeric, inputs.categorical)
     encoded = {s: encode_features(part[s], features) for s in part}
     trained = fit_ensemble(
         encoded["train"],
@@ -179,8 +191,9 @@ def train(config: TrainConfig) -> TrainResult:
         true_p = dataset.true_probabilities[splits.test]
     metrics = evaluate(test_probs, labels["test"], calib.conformal_scores, true_p)
     metrics.update(calibration_figures(logits["test"], labels["test"], calib))
-    # The reference's model outputs are those of rows no member fitted (docs/architecture.md).
-    held_out = {s: part[s] for s in HELD_OUT_SPLITS}
+    # The reference's model outputs are those of rows no member fitted (docs/architecture.md);
+    # it also carries the sensitive columns kept out of the model, for the drift job's slices.
+    held_out = {s: part[s].join(context_frame(rows[s], sensitive)) for s in HELD_OUT_SPLITS}
     reference = build_reference(
         [
             HeldOutRows(
@@ -215,6 +228,17 @@ def train(config: TrainConfig) -> TrainResult:
         parity_rows=parity.rows,
         synthetic=true_p is not None,
         device=str(device),
+        fairness=fairness_report(
+            sensitive,
+            rows["test"],
+            labels["test"],
+            served_outputs(test_probs, calib.conformal_scores, REFERENCE_LEVEL),
+            dataset.classes,
+            level=REFERENCE_LEVEL,
+            seed=config.seed,
+        )
+        if sensitive
+        else None,
     )
     params: dict[str, str | int | float | bool | None] = {
         "data": config.data,
@@ -233,6 +257,8 @@ def train(config: TrainConfig) -> TrainResult:
         "validation_size": config.validation_size,
         "calibration_size": config.calibration_size,
         "test_size": config.test_size,
+        "sensitive": ",".join(config.sensitive) or None,
+        "exclude": ",".join(config.exclude) or None,
         "train_seconds": round(trained.history.seconds, 3),
         "parity_max_abs_diff": parity.max_abs_diff,
         **{f"rows_{s}": len(v) for s, v in labels.items()},
@@ -250,6 +276,7 @@ def train(config: TrainConfig) -> TrainResult:
         data_fingerprint=dataset.fingerprint(),
         reference=reference,
         sample_inputs=json_inputs(sample, features),
+        sensitive=sensitive,
         write_report=report_writer(report),
     )
     log.info("bundle written to %s", path)

@@ -29,15 +29,10 @@ from service.bundle.manifest import (
     REFERENCE_SET_SIZE_COLUMN,
     REFERENCE_SPLIT_COLUMN,
 )
-from service.uncertainty import (
-    ECE_BINS,
-    ReliabilityBins,
-    conformal_threshold,
-    ensemble_mean,
-    logit_intervals,
-    prediction_sets,
-)
+from service.uncertainty import ECE_BINS, ReliabilityBins
 from training.ensemble import TrainingHistory
+from training.report_fairness import FairnessReport, fairness_card, write_fairness_json
+from training.served_outputs import served_outputs
 
 MODEL_CARD = "model_card.md"
 RELIABILITY_PNG = "reliability.png"
@@ -61,6 +56,8 @@ class ReportInputs:
     parity_rows: int
     synthetic: bool
     device: str
+    #: Fairness slices of the sensitive columns; None when the model has none.
+    fairness: FairnessReport | None = None
 
 
 def report_writer(inputs: ReportInputs) -> Callable[[Path, Manifest], None]:
@@ -71,6 +68,8 @@ def report_writer(inputs: ReportInputs) -> Callable[[Path, Manifest], None]:
         plot_reliability(inputs.reliability, report_dir / RELIABILITY_PNG)
         plot_loss_curves(inputs.history, report_dir / LOSS_CURVES_PNG)
         (report_dir / MODEL_CARD).write_text(model_card(manifest, inputs))
+        if inputs.fairness is not None:
+            write_fairness_json(inputs.fairness, report_dir)
 
     return write
 
@@ -273,6 +272,7 @@ def model_card(manifest: Manifest, inputs: ReportInputs) -> str:
         f"{inputs.parity_max_abs_diff:.2e} (limit 1e-5). model.onnx sha256 "
         f"`{manifest.model_sha256}`.",
         "",
+        *(fairness_card(inputs.fairness) if inputs.fairness is not None else []),
         "## Limits",
         "",
         "The figures hold for data like the test split. The intervals measure the model's "
@@ -308,6 +308,8 @@ def build_reference(
     columns: the mean probability per class, the width of the predicted class's interval and the
     size of the conformal prediction set, both at the service's default level. (The calibration
     rows' set sizes use the threshold their own scores set: a bias of at most one rank in n.)
+    Columns of the frames besides the features (the context columns of sensitive columns kept
+    out of the model, REFERENCE_CONTEXT_PREFIX) are carried as they are.
     """
     frame = pd.concat([h.frame for h in held_out], ignore_index=True)
     labels = np.concatenate([np.asarray(h.labels) for h in held_out])
@@ -317,18 +319,14 @@ def build_reference(
     rows = np.arange(n)
     if n > MAX_REFERENCE_ROWS:
         rows = np.sort(np.random.default_rng(seed).choice(n, MAX_REFERENCE_ROWS, replace=False))
-    probs = probs[rows]
-    mean = ensemble_mean(probs)
-    lower, upper = logit_intervals(probs, REFERENCE_LEVEL)
-    predicted = mean.argmax(axis=1)
-    sets = prediction_sets(mean, conformal_threshold(conformal_scores, REFERENCE_LEVEL))
+    served = served_outputs(probs[rows], conformal_scores, REFERENCE_LEVEL)
     ref = frame.iloc[rows].reset_index(drop=True).copy()
     ref[REFERENCE_LABEL_COLUMN] = [classes[i] for i in labels[rows]]
-    ref[REFERENCE_PREDICTION_COLUMN] = [classes[i] for i in predicted]
+    ref[REFERENCE_PREDICTION_COLUMN] = [classes[i] for i in served.predicted]
     for i, c in enumerate(classes):
-        ref[f"{REFERENCE_PROBABILITY_PREFIX}{c}"] = mean[:, i]
+        ref[f"{REFERENCE_PROBABILITY_PREFIX}{c}"] = served.mean[:, i]
     # Width of the predicted class's interval: one number per row for drift monitoring.
-    ref[REFERENCE_INTERVAL_WIDTH_COLUMN] = (upper - lower)[np.arange(len(rows)), predicted]
-    ref[REFERENCE_SET_SIZE_COLUMN] = sets.sum(axis=1).astype(np.int64)
+    ref[REFERENCE_INTERVAL_WIDTH_COLUMN] = served.interval_width
+    ref[REFERENCE_SET_SIZE_COLUMN] = served.sets.sum(axis=1).astype(np.int64)
     ref[REFERENCE_SPLIT_COLUMN] = splits[rows]
     return ref

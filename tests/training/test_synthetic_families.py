@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from training.data import SYNTHETIC_SOURCES, load_dataset
 
@@ -32,3 +33,23 @@ def test_every_synthetic_source_carries_its_truth() -> None:
         ds = load_dataset(source, synthetic_rows=200, seed=0)
         assert ds.true_probabilities is not None
         assert ds.true_probabilities.shape == (200, len(ds.classes))
+
+
+def test_the_groups_family_flips_labels_by_group() -> None:
+    ds = load_dataset("synthetic_groups", synthetic_rows=40_000, seed=5)
+    truth = ds.true_probabilities
+    assert truth is not None and ds.classes == ["no", "yes"]
+    group = ds.frame["group"].to_numpy()
+    # Shares 0.6, 0.3, 0.1 (binomial sd at 40k rows under 0.0025).
+    for name, share in (("A", 0.6), ("B", 0.3), ("C", 0.1)):
+        assert np.mean(group == name) == pytest.approx(share, abs=0.01)
+    # A flip with probability e keeps P(y=1 | x, g) = (1-e) p + e (1-p) inside [e, 1-e]:
+    # B (e = 0.2) never leaves [0.2, 0.8], C (0.05) [0.05, 0.95]; A (no noise) goes further.
+    p_yes = truth[:, 1]
+    assert p_yes[group == "B"].min() >= 0.2 and p_yes[group == "B"].max() <= 0.8
+    assert p_yes[group == "C"].min() >= 0.05 and p_yes[group == "C"].max() <= 0.95
+    assert p_yes[group == "A"].min() < 0.05 and p_yes[group == "A"].max() > 0.95
+    # Labels follow the truth within each group (sd under 0.008 for C's 4k rows; 0.03 is four).
+    for name in ("A", "B", "C"):
+        rows = group == name
+        assert np.mean(ds.labels[rows] == 1) == pytest.approx(p_yes[rows].mean(), abs=0.03)
