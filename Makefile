@@ -45,11 +45,11 @@ bench: demo-model
 	$(BIN)/probserve bench --model-repository $(MODELS) --contenders all --results bench/results/latest.md
 
 bench-train: install
-	$(BIN)/python -m training.bench
+	$(BIN)/python -m bench.train
 
 # One `probserve drift run` over a 1M-row Parquet log of a 30-feature model: time and peak memory.
 bench-drift: install
-	$(BIN)/python -m monitoring.drift.bench
+	$(BIN)/python -m bench.drift
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

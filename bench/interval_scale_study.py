@@ -70,13 +70,13 @@ def squared_errors(members: NDArray[np.float64], labels: NDArray[np.int64]) -> t
     return estimate, implied
 
 
-def pair_bootstraps(seed: int) -> None:
+def pair_bootstraps(base_seed: int) -> None:
     """Make members 2j and 2j+1 share member 2j's bootstrap resample (initialisations differ)."""
     original = ensemble._bootstrap
 
-    def paired(rows: int, member_seed: int) -> torch.Tensor:
-        member = member_seed - seed * 10_007
-        return original(rows, seed * 10_007 + member // 2 * 2)
+    def paired(rows: int, seed: int) -> torch.Tensor:  # ``seed``: the member's own seed
+        member = seed - base_seed * 10_007
+        return original(rows, base_seed * 10_007 + member // 2 * 2)
 
     ensemble._bootstrap = paired
 
@@ -141,7 +141,7 @@ if __name__ == "__main__":
     paired = "--paired" in sys.argv
     sizes = [int(a) for a in sys.argv[1:] if a != "--paired"] or [3000, 20000]
     if paired:
-        pair_bootstraps(seed=0)
+        pair_bootstraps(base_seed=0)
         print(
             "| rows | held-out | label estimate | spread-implied | true (test) | oracle scale "
             "| paired scale | 0.95 unscaled | 0.95 oracle | 0.95 paired | 0.90 unscaled "

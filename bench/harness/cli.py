@@ -8,10 +8,10 @@ from typing import Annotated
 import orjson
 import typer
 
-from service.bench import contenders
-from service.bench.results import markdown, table_lines
-from service.bench.runner import parse_cells, run_benchmark
-from service.bench.venvs import installed_version
+from bench.harness import contenders
+from bench.harness.results import markdown, table_lines
+from bench.harness.runner import parse_cells, run_benchmark
+from bench.harness.venvs import installed_version
 from service.errors import UsageError
 
 

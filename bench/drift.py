@@ -1,10 +1,11 @@
-"""``make bench-drift``: one ``probserve drift run`` over a 1M-row Parquet log, 30 features.
+"""``python -m bench.drift`` (``make bench-drift``): one ``probserve drift run``, 1M log rows.
 
-The bundle is written from the contract alone (manifest.json and reference.parquet: all the
-drift job reads), so the benchmark needs no trainer. The log is written by the prediction log's
-own batch builder and Parquet store. The run is a child process: its wall time
-and its peak resident memory (``ru_maxrss`` of the waited child) are the figures. Goal
-(docs/architecture.md, Monitoring): under 15 s and 1 GiB on a 2-core machine.
+The model has 30 features and 3 classes. Its bundle is written from the contract alone
+(manifest.json and reference.parquet: all the drift job reads), so the benchmark needs no
+trainer. The Parquet log is written by the prediction log's own batch builder and store. The run
+is a child process: its wall time and its peak resident memory (``ru_maxrss`` of the waited
+child) are the figures. Goal (docs/architecture.md, Monitoring): under 15 s and 1 GiB on a 2-core
+machine.
 """
 
 from __future__ import annotations
@@ -145,7 +146,9 @@ def write_log(
 
 def main(argv: list[str] | None = None) -> int:
     """Build the log, run the drift job once in a child process, print time and peak memory."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.drift", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--max-rows", type=int, default=100_000)
     args = parser.parse_args(argv)

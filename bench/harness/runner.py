@@ -23,11 +23,11 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from service.bench import contenders as contenders_mod
-from service.bench.ceiling import ceiling_rows_per_s
-from service.bench.procs import continue_all, isolated, settle, tree, tree_rss_mib
-from service.bench.workload import native_body, v2_body
-from service.bench.wrk import LoadResult, pinned, run_wrk
+from bench.harness import contenders as contenders_mod
+from bench.harness.ceiling import ceiling_rows_per_s
+from bench.harness.procs import continue_all, isolated, settle, tree, tree_rss_mib
+from bench.harness.workload import native_body, v2_body
+from bench.harness.wrk import LoadResult, pinned, run_wrk
 from service.bundle import bundle_path, model_names, model_versions, read_manifest
 from service.errors import UsageError
 

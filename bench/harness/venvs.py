@@ -14,7 +14,8 @@ from pathlib import Path
 
 from service.errors import UsageError
 
-#: The newest KServe that installs with Python 3.11 here, and the MLServer the issue names.
+#: Pinned, so a rerun compares with the same releases as bench/results/: the newest KServe that
+#: installs with Python 3.11 here, and MLServer 1.7.1.
 KSERVE_REQUIREMENT = "kserve==0.21.0"
 MLSERVER_REQUIREMENT = "mlserver==1.7.1"
 

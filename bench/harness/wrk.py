@@ -53,7 +53,7 @@ def run_wrk(
     url: str, body: bytes, *, connections: int, seconds: float, core: int | None
 ) -> LoadResult:
     """POST ``body`` to ``url`` for ``seconds`` over ``connections`` keep-alive connections."""
-    script = files("service.bench").joinpath("report.lua")
+    script = files("bench.harness").joinpath("report.lua")
     with tempfile.TemporaryDirectory(prefix="probserve-bench-") as tmp:
         body_file = Path(tmp) / "body.json"
         body_file.write_bytes(body)

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from service.bench import contenders
-from service.bench.cli import parse_contenders, parse_delays, with_delay_variants
-from service.bench.procs import isolated, settle, tree, tree_cpu_s
-from service.bench.results import HEADER, markdown, table_lines
-from service.bench.runner import BenchReport, Cell, Row, parse_cells, run_benchmark
+from bench.harness import contenders
+from bench.harness.cli import parse_contenders, parse_delays, with_delay_variants
+from bench.harness.procs import isolated, settle, tree, tree_cpu_s
+from bench.harness.results import HEADER, markdown, table_lines
+from bench.harness.runner import BenchReport, Cell, Row, parse_cells, run_benchmark
 from service.errors import UsageError
 from tests.support import require_program
 

@@ -1,7 +1,7 @@
 """The naive baseline: a minimal FastAPI endpoint, pydantic body, synchronous ORT call.
 
 This is what most teams write first; `probserve bench` reports our figures as ratios to it.
-Run with ``uvicorn --factory service.bench.naive_app:create_app`` and
+Run with ``uvicorn --factory bench.harness.naive_app:create_app`` and
 ``PROBSERVE_BENCH_BUNDLE=<bundle dir>`` (``PROBSERVE_BENCH_PROVIDERS=cuda``: on a GPU).
 """
 

@@ -1,9 +1,13 @@
-"""``python -m training.bench`` (``make bench-train``): training speed and the issue's targets.
+"""``python -m bench.train`` (``make bench-train``): training speed, and the defaults vs targets.
 
 1. Speed: the same 8 members on the same data for the same epochs (early stopping off), trained
    together as batched tensors and then one after another; prints both times and the ratio.
 2. Targets: trains the full-size defaults on synthetic (20k rows), breast_cancer and digits
-   into a temporary repository and prints a table of figure / target / pass.
+   into a temporary repository and prints a table of figure / target / pass. The targets are
+   what the trainer's defaults promise: the vectorised ensemble at least 3x faster than one
+   member after another; on synthetic data the 95% interval covers the true probability for at
+   least 92% of rows at a mean width of at most 0.32, and the 90% conformal set covers at least
+   88%; breast_cancer at least 0.95 accurate with an ECE of at most 0.05; digits at least 0.95.
 
 Exits 1 when any target is missed, so CI can run it.
 """
@@ -96,7 +100,7 @@ def _seconds(values: list[float]) -> str:
 
 
 def targets(repository: Path, device: Device) -> list[Row]:
-    """Train the defaults on the three builtin sources and compare with the issue's targets."""
+    """Train the defaults on the three builtin sources and compare with their targets."""
     rows: list[Row] = []
     runs = {
         "synthetic": TrainConfig(
@@ -144,7 +148,7 @@ def table(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit status 1 when a target is missed."""
-    parser = argparse.ArgumentParser(prog="python -m training.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__)
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=5, help="epochs of the speed comparison")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of each side")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from service.bench.runner import (
+from bench.harness.runner import (
     SETTLE_MAX_SHARE,
     SETTLE_TIMEOUT_S,
     SETTLE_WINDOW_S,

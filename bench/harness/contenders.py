@@ -12,11 +12,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.bench.venvs import contender_python
+from bench.harness.venvs import contender_python
 from service.bundle import MODEL_FILE
 
-#: Where the standalone contender apps live (the repository's bench/ folder).
-APPS_DIR = Path(__file__).resolve().parents[2] / "bench" / "apps"
+#: Where the standalone contender apps live (bench/apps, beside this package).
+APPS_DIR = Path(__file__).resolve().parents[1] / "apps"
 
 #: Every contender, in table order; the last three need an install and are opt-in.
 LOCAL = ("bare", "naive", "probserve", "probserve-v2", "probserve-lean")
@@ -124,7 +124,7 @@ def build(
         cmd = _uvicorn("bare_app:create_app", port, APPS_DIR)
         return Contender(name, cmd, "/predict", "v1", {"PROBSERVE_BENCH_ONNX": onnx, **on})
     if name == "naive":
-        cmd = _uvicorn("service.bench.naive_app:create_app", port)
+        cmd = _uvicorn("bench.harness.naive_app:create_app", port)
         return Contender(name, cmd, "/predict", "v1", {"PROBSERVE_BENCH_BUNDLE": str(bundle), **on})
     if name in ("probserve", "probserve-v2", "probserve-lean"):
         lean = name == "probserve-lean"
