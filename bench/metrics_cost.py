@@ -33,11 +33,11 @@ VARIANTS = 1024  # distinct prebuilt requests, cycled
 
 
 def build_requests(rows: int, seed: int) -> list[Request]:
-    """Prebuilt (RequestDone, PredictionServed, BatchStats) triples of ``rows`` rows each."""
+    """Prebuilt (RequestDone, Prediction, BatchStats) triples of ``rows`` rows each."""
     from service.batching import BatchStats
     from service.bundle.manifest import Manifest
-    from service.telemetry.events import PredictionServed, RequestDone
-    from service.types import FeatureBatch, ModelHandle, PredictionResult
+    from service.telemetry.events import RequestDone
+    from service.types import FeatureBatch, InferenceRequest, ModelHandle, Prediction, Uncertainty
 
     rng = np.random.default_rng(seed)
     # Only ``classes`` (and ``members``) are read by the metrics: skip the validation.
@@ -45,23 +45,27 @@ def build_requests(rows: int, seed: int) -> list[Request]:
     manifest = Manifest.model_construct(**fields)
     handle = ModelHandle("toy", 1, manifest, "CPUExecutionProvider")
     batch = FeatureBatch(columns={"x1": np.zeros((rows, 1), dtype=np.float32)}, rows=rows)
+    request = InferenceRequest(batch, 0.9)
+    labels = np.array(CLASSES, dtype=object)
     out: list[Request] = []
     for _ in range(VARIANTS):
         p = rng.dirichlet(np.ones(len(CLASSES)), size=rows)
         half = rng.uniform(0.0, 0.3, size=p.shape)
-        result = PredictionResult(
-            handle=handle,
-            confidence_level=0.9,
-            probabilities=p,
-            lower=np.clip(p - half, 0, 1),
-            upper=np.clip(p + half, 0, 1),
-            prediction_sets=p > rng.uniform(0.1, 0.4, size=(rows, 1)),
-            labels=[CLASSES[i] for i in p.argmax(axis=1).tolist()],
-            timings={"queue_wait": float(rng.lognormal(np.log(50e-6), 1.0))},
+        index = p.argmax(axis=1)
+        uncertainty = Uncertainty(
+            p,
+            np.clip(p - half, 0, 1),
+            np.clip(p + half, 0, 1),
+            p > rng.uniform(0.1, 0.4, size=(rows, 1)),
+            index,
+            labels[index],
         )
+        wait = float(rng.lognormal(np.log(50e-6), 1.0))
         latency = float(rng.lognormal(np.log(300e-6), 1.0))
         done = RequestDone("v1_predict", "v1", "toy", 1, 200, latency, None)
-        served = PredictionServed(batch, result, "rid", "v1", time.time(), latency)
+        served = Prediction(
+            handle, request, uncertainty, "rid", "v1", wait, latency / 3, time.time(), latency
+        )
         stats = BatchStats("toy", 1, rows, 1, 0.0, latency / 3, False)
         out.append((done, served, stats))
     return out

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+logger = logging.getLogger("probserve.errors")
 
 
 class ProbserveError(Exception):
@@ -114,3 +117,16 @@ class DeadlineExceeded(ProbserveError):
 
     status_code = 503
     error_type = "deadline_exceeded"
+
+
+def internal_error(exc: BaseException, request_id: str, where: str) -> ProbserveError:
+    """Log an unexpected exception with its traceback; return the bland error the caller sees."""
+    logger.error(
+        "unhandled error on %s (request %s)",
+        where,
+        request_id,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return ProbserveError(
+        f"internal error; the server log has the details under request id {request_id}"
+    )

@@ -183,7 +183,7 @@ def run_server(settings: Settings, given: dict[str, Any]) -> None:
     """Configure logging, check the providers, and run uvicorn until SIGTERM/SIGINT."""
 
     from service.bundle.repository import check_not_a_file
-    from service.http_protocol import protocol_factory
+    from service.http.protocol import protocol_factory
     from service.logging_setup import configure_logging
     from service.runtime import resolve_providers
 
@@ -261,7 +261,7 @@ def _run_uvicorn(settings: Settings, given: dict[str, Any], common: dict[str, An
     import uvicorn
 
     if settings.workers == 1:
-        from service.http import create_app
+        from service.http.app import create_app
 
         uvicorn.run(create_app(settings), **common)
         return

@@ -16,7 +16,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from service.batching import BatchObserver, DynamicBatcher
+from service.batching import (
+    BatchingConfig,
+    BatchObserver,
+    DynamicBatcher,
+    HeldRequests,
+    ShedObserver,
+)
 from service.bundle import (
     ADAPTED_CONFORMAL_FILE,
     AdaptedConformal,
@@ -24,7 +30,7 @@ from service.bundle import (
     read_adapted_conformal,
 )
 from service.runtime import ExecutionProviders, LoadedModel, load_model
-from service.types import ModelHandle
+from service.types import ModelHandle, Uncertainty
 from service.uncertainty import (
     conformal_threshold,
     ensemble_mean,
@@ -33,30 +39,6 @@ from service.uncertainty import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Uncertainty:
-    """What a prediction derives from member probabilities at one level; arrays are [N, ...]."""
-
-    probabilities: NDArray[np.float64]  # [N, C]
-    lower: NDArray[np.float64]  # [N, C]
-    upper: NDArray[np.float64]  # [N, C]
-    prediction_sets: NDArray[np.bool_]  # [N, C]
-    labels: NDArray[np.object_]  # [N], the most probable class label
-    #: Which conformal scores the sets came from: 0 the bundle's, else the adapted revision.
-    conformal_revision: int = 0
-
-    def take_rows(self, start: int, stop: int) -> Uncertainty:
-        """Rows ``start:stop`` as views (one request's share of a batch)."""
-        return Uncertainty(
-            self.probabilities[start:stop],
-            self.lower[start:stop],
-            self.upper[start:stop],
-            self.prediction_sets[start:stop],
-            self.labels[start:stop],
-            self.conformal_revision,
-        )
 
 
 class ConformalCalibration:
@@ -122,8 +104,10 @@ def derive_uncertainty(
     probabilities = ensemble_mean(member_probabilities)
     lower, upper = logit_intervals(member_probabilities, level, mean=probabilities)
     sets = prediction_sets(probabilities, conformal_threshold(scores, level))
-    labels: NDArray[np.object_] = class_labels[probabilities.argmax(axis=1)]
-    return Uncertainty(probabilities, lower, upper, sets, labels, revision)
+    label_index = probabilities.argmax(axis=1)
+    return Uncertainty(
+        probabilities, lower, upper, sets, label_index, class_labels[label_index], revision
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,8 +116,6 @@ class ServedVersion:
 
     model: LoadedModel
     batcher: DynamicBatcher[Uncertainty]
-    #: Class labels as an object array, so ``class_labels[argmax]`` labels a whole batch at once.
-    class_labels: NDArray[np.object_]
     #: The conformal scores the sets come from (the bundle's, or adapted ones).
     conformal: ConformalCalibration
 
@@ -159,16 +141,15 @@ class ServedVersion:
     def create(
         cls,
         model: LoadedModel,
+        batching: BatchingConfig,
         *,
-        max_batch_size: int = 64,
-        max_queue_delay_us: int = 0,
-        max_queued_rows: int | None = None,
-        max_queue_wait_s: float | None = None,
         batch_observers: Sequence[BatchObserver] = (),
-        inline_max_us: int = 0,
+        shed_observers: Sequence[ShedObserver] = (),
+        requests: HeldRequests | None = None,
     ) -> ServedVersion:
         """Precompute the arrays from the manifest and build the version's batcher."""
         manifest = model.manifest
+        # An object array, so ``labels[argmax]`` labels a whole batch at once.
         labels = np.array(manifest.classes, dtype=object)
         conformal = ConformalCalibration(
             np.asarray(manifest.calibration.conformal_scores, dtype=np.float64)
@@ -176,17 +157,15 @@ class ServedVersion:
         conformal.refresh(model.path, model.name, model.version)
         batcher: DynamicBatcher[Uncertainty] = DynamicBatcher(
             model.run,
-            max_batch_size=max_batch_size,
-            max_queue_delay_us=max_queue_delay_us,
+            batching,
             derive=partial(derive_uncertainty, conformal=conformal, class_labels=labels),
             model=model.name,
             version=model.version,
             observers=batch_observers,
-            max_queued_rows=max_queued_rows,
-            deadline_s=max_queue_wait_s,
-            inline_max_s=inline_max_us / 1e6,
+            shed_observers=shed_observers,
+            requests=requests,
         )
-        return cls(model, batcher, labels, conformal)
+        return cls(model, batcher, conformal)
 
     async def close(self) -> None:
         """Drain the batcher: queued and running batches finish on this version."""
@@ -202,13 +181,11 @@ class VersionLoader:
     """
 
     providers: ExecutionProviders
+    batching: BatchingConfig
     intra_op_threads: int = 1
-    max_batch_size: int = 64
-    max_queue_delay_us: int = 0
-    max_queued_rows: int | None = None  # None: unbounded
-    max_queue_wait_s: float | None = None  # None: no deadline
     batch_observers: Sequence[BatchObserver] = field(default=())
-    inline_max_us: int = 0  # 0: the idle fast path is off
+    shed_observers: Sequence[ShedObserver] = field(default=())
+    requests: HeldRequests | None = None
 
     def __call__(self, path: Path, name: str, version: int) -> ModelHandle:
         """Load, verify and warm up one version (blocking: the registry runs it in a thread)."""
@@ -221,12 +198,10 @@ class VersionLoader:
         )
         runtime = ServedVersion.create(
             loaded,
-            max_batch_size=self.max_batch_size,
-            max_queue_delay_us=self.max_queue_delay_us,
-            max_queued_rows=self.max_queued_rows,
-            max_queue_wait_s=self.max_queue_wait_s,
+            self.batching,
             batch_observers=self.batch_observers,
-            inline_max_us=self.inline_max_us,
+            shed_observers=self.shed_observers,
+            requests=self.requests,
         )
         return ModelHandle(
             loaded.name, loaded.version, loaded.manifest, loaded.provider, runtime=runtime

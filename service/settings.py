@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.batching.config import BatchingConfig
 from service.predlog.urls import DEFAULT_LOG_URL
 from service.provider_names import parse_provider_names
 from service.uncertainty.levels import MAX_CONFIDENCE_LEVEL, MIN_CONFIDENCE_LEVEL
@@ -321,6 +322,16 @@ class Settings(BaseSettings):
     def latest_versions(self) -> int | None:
         """N of 'latest:N', or ``None`` when every version is served."""
         return VersionPolicy.parse(self.version_policy).latest
+
+    def batching(self) -> BatchingConfig:
+        """The batching configuration every model version's batcher gets."""
+        return BatchingConfig(
+            max_batch_size=self.max_batch_size,
+            max_queue_delay_us=self.max_queue_delay_us,
+            max_queued_rows=self.max_queued_rows,
+            max_queue_wait_s=self.max_queue_wait_s or None,
+            inline_max_us=self.inline_max_us,
+        )
 
     def admin_token_value(self) -> str | None:
         """The admin token in clear, for the one comparison that needs it."""

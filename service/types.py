@@ -50,20 +50,59 @@ class ModelHandle:
     runtime: ServedVersion | None = field(default=None, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
-class PredictionResult:
-    """Everything a protocol adapter needs to answer; arrays are [N, C] unless noted."""
+@dataclass(frozen=True, slots=True)
+class Uncertainty:
+    """What a prediction derives from member probabilities at one level; arrays are [N, ...]."""
+
+    probabilities: NDArray[np.float64]  # [N, C]
+    lower: NDArray[np.float64]  # [N, C]
+    upper: NDArray[np.float64]  # [N, C]
+    prediction_sets: NDArray[np.bool_]  # [N, C]
+    label_index: NDArray[np.intp]  # [N], the most probable class's index
+    labels: NDArray[np.object_]  # [N], that class's label
+    #: Which conformal scores the sets came from: 0 the bundle's, else the adapted revision.
+    conformal_revision: int = 0
+
+    def take_rows(self, start: int, stop: int) -> Uncertainty:
+        """Rows ``start:stop`` as views (one request's share of a batch)."""
+        return Uncertainty(
+            self.probabilities[start:stop],
+            self.lower[start:stop],
+            self.upper[start:stop],
+            self.prediction_sets[start:stop],
+            self.label_index[start:stop],
+            self.labels[start:stop],
+            self.conformal_revision,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRequest:
+    """What every codec decodes a request into, whatever the protocol."""
+
+    batch: FeatureBatch
+    confidence_level: float
+    #: The id the body carried (V2 ``id``), None when it carried none.
+    request_id: str | None = None
+    #: (output name, send as binary) in response order; empty: the protocol's default.
+    outputs: tuple[tuple[str, bool], ...] = ()
+    #: Per-instance context attributes (never model inputs): name -> object [N] of str.
+    context: dict[str, NDArray[np.object_]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One request's answer as the pipeline computed it: what encoders, metrics and the log read."""
 
     handle: ModelHandle
-    confidence_level: float
-    probabilities: NDArray[np.float64]
-    lower: NDArray[np.float64]
-    upper: NDArray[np.float64]
-    prediction_sets: NDArray[np.bool_]
-    labels: list[str]  # [N], the most probable class label
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: queue_wait, inference
-    #: The conformal scores the sets came from: 0 the bundle's, else the adapted revision.
-    conformal_revision: int = 0
+    request: InferenceRequest
+    uncertainty: Uncertainty
+    request_id: str
+    protocol: str  # "v1", "v2" or "grpc"
+    queue_wait_s: float
+    inference_s: float
+    served_at: float  # unix seconds
+    latency_s: float  # from the request's start to its answer being computed
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Dynamic request batching per model version."""
 
 from service.batching.batcher import DynamicBatcher
+from service.batching.config import BatchingConfig
 from service.batching.records import (
     DEADLINE_EXCEEDED,
     OVERLOADED,
@@ -8,6 +9,7 @@ from service.batching.records import (
     BatchOutput,
     BatchStats,
     DeriveFunction,
+    HeldRequests,
     RowBatch,
     RowSliceable,
     ShedObserver,
@@ -20,8 +22,10 @@ __all__ = [
     "BatchObserver",
     "BatchOutput",
     "BatchStats",
+    "BatchingConfig",
     "DeriveFunction",
     "DynamicBatcher",
+    "HeldRequests",
     "RowBatch",
     "RowSliceable",
     "ShedObserver",

@@ -57,6 +57,7 @@ from typing import Generic
 import numpy as np
 from numpy.typing import NDArray
 
+from service.batching.config import BatchingConfig
 from service.batching.records import (
     DEADLINE_EXCEEDED,
     OVERLOADED,
@@ -66,13 +67,13 @@ from service.batching.records import (
     Columns,
     D,
     DeriveFunction,
+    HeldRequests,
     RowBatch,
     RunFunction,
     ShedObserver,
     ShedStats,
 )
 from service.errors import DeadlineExceeded, Overloaded
-from service.load import ACTIVE_REQUESTS
 
 logger = logging.getLogger(__name__)
 
@@ -124,51 +125,43 @@ class _Ran(Generic[D]):
     derived_at: float
 
 
+_DEFAULT_CONFIG = BatchingConfig()
+
+
+class _NoRequests:
+    """No server counts requests (a batcher driven in-process): a lone request waits a pass."""
+
+    __slots__ = ()
+    active = 0
+
+
 class DynamicBatcher(Generic[D]):
     """Per-model-version request batcher; use it from one running event loop."""
 
     def __init__(
         self,
         run: RunFunction,
+        config: BatchingConfig = _DEFAULT_CONFIG,
         *,
-        max_batch_size: int = 64,
-        max_queue_delay_us: int = 0,
         derive: DeriveFunction[D] | None = None,
         model: str = "",
         version: int = 0,
         observers: Sequence[BatchObserver] = (),
-        max_queued_rows: int | None = None,
-        deadline_s: float | None = None,
-        retry_after_s: int = 1,
         shed_observers: Sequence[ShedObserver] = (),
-        inline_max_s: float = 0.0,
+        requests: HeldRequests | None = None,
     ) -> None:
-        """``run`` maps columns to [rows, K, C]; observers get a :class:`BatchStats` per call.
-
-        ``max_queued_rows`` (None: unbounded) and ``deadline_s`` (None: none) turn on load
-        shedding; refused requests carry ``retry_after_s``; ``shed_observers`` get a
-        :class:`ShedStats` for every request shed. ``inline_max_s`` > 0 turns on the idle fast
-        path for models whose small batches take at most that long.
-        """
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-        if max_queue_delay_us < 0:
-            raise ValueError(f"max_queue_delay_us must be >= 0, got {max_queue_delay_us}")
-        if max_queued_rows is not None and max_queued_rows < 1:
-            raise ValueError(f"max_queued_rows must be >= 1 or None, got {max_queued_rows}")
-        if deadline_s is not None and not deadline_s > 0:
-            raise ValueError(f"deadline_s must be > 0 or None, got {deadline_s}")
-        if retry_after_s < 0:
-            raise ValueError(f"retry_after_s must be >= 0, got {retry_after_s}")
-        if not inline_max_s >= 0:
-            raise ValueError(f"inline_max_s must be >= 0, got {inline_max_s}")
+        """``run`` maps columns to [rows, K, C]; observers get a :class:`BatchStats` per call,
+        ``shed_observers`` a :class:`ShedStats` per request shed. ``requests`` counts what the
+        HTTP server holds now (the idle fast path reads it; None: nothing counts)."""
         self._run = run
         self._derive = derive
-        self.max_batch_size = max_batch_size
-        self.max_queue_delay_s = max_queue_delay_us / 1e6
-        self.max_queued_rows = max_queued_rows
-        self.deadline_s = deadline_s
-        self.retry_after_s = retry_after_s
+        self.config = config
+        self.max_batch_size = config.max_batch_size
+        self.max_queue_delay_s = config.max_queue_delay_us / 1e6
+        self.max_queued_rows = config.max_queued_rows
+        self.deadline_s = config.max_queue_wait_s
+        self.retry_after_s = config.retry_after_s
+        self._requests = requests if requests is not None else _NoRequests()
         self.model = model
         self.version = version
         self._observers = tuple(observers)
@@ -192,7 +185,7 @@ class DynamicBatcher(Generic[D]):
         self._expiry: asyncio.TimerHandle | None = None
         self._closed = False
         self._in_flight = 0
-        self.inline_max_s = inline_max_s
+        self.inline_max_s = config.inline_max_us / 1e6
         # Unknown until a small batch ran in the worker thread: the first never runs inline.
         self._small_costs_s = (float("inf"), float("inf"))
 
@@ -235,7 +228,7 @@ class DynamicBatcher(Generic[D]):
         ):
             # Run now if nothing can join: batching is off, or the HTTP server holds no other
             # request (0 where no server counts, e.g. in-process: then wait one pass).
-            if not self.batching or ACTIVE_REQUESTS.active == 1:
+            if not self.batching or self._requests.active == 1:
                 return self._run_inline(batch, level)
             return await self._inline_unless_joined(batch, level)
         limit = self.max_queued_rows

@@ -92,3 +92,9 @@ class ShedStats:
 
 BatchObserver = Callable[[BatchStats], None]
 ShedObserver = Callable[[ShedStats], None]
+
+
+class HeldRequests(Protocol):
+    """What the HTTP server counts: requests handed to the app and not finished yet."""
+
+    active: int

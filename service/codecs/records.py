@@ -33,18 +33,17 @@ from service.codecs.columns import (
     numeric_rows,
 )
 from service.errors import InvalidInput
-from service.types import FeatureBatch, PredictionResult
+from service.types import FeatureBatch, InferenceRequest, Prediction
 
 REQUEST_KEYS = frozenset({"instances", "confidence_level"})
 
 
 def decode_predict_request(
     payload: Any, manifest: Manifest, *, max_rows: int, default_level: float
-) -> tuple[FeatureBatch, float]:
+) -> InferenceRequest:
     """Validate a parsed native request against the model's features.
 
-    Returns the feature batch and the confidence level to use; raises :class:`InvalidInput`
-    naming the instance, the feature and what was expected.
+    Raises :class:`InvalidInput` naming the instance, the feature and what was expected.
     """
     if type(payload) is not dict:
         raise InvalidInput(
@@ -123,9 +122,8 @@ def decode_predict_request(
         i = next(i for i, inst in enumerate(instances) if missing not in inst)
         raise _key_mismatch(i, instances[i], names) from None
     if numeric:
-        batch = FeatureBatch(columns, n, tuple(numeric), numeric_values)
-        return batch, level
-    return FeatureBatch(columns=columns, rows=n), level
+        return InferenceRequest(FeatureBatch(columns, n, tuple(numeric), numeric_values), level)
+    return InferenceRequest(FeatureBatch(columns=columns, rows=n), level)
 
 
 def _key_mismatch(i: int, instance: dict[str, Any], names: list[str]) -> InvalidInput:
@@ -147,9 +145,11 @@ def _key_mismatch(i: int, instance: dict[str, Any], names: list[str]) -> Invalid
     )
 
 
-def encode_predict_response(result: PredictionResult, request_id: str) -> dict[str, Any]:
+def encode_predict_response(prediction: Prediction) -> dict[str, Any]:
     """The native response body (a dict ready for orjson)."""
-    classes = result.handle.manifest.classes
+    result = prediction.uncertainty
+    handle = prediction.handle
+    classes = handle.manifest.classes
     # tolist() once per array and dict(zip(...)) per row: the per-element work stays in C, which
     # is several times faster than indexing numpy scalars or Python comprehensions per class.
     lower = result.lower
@@ -167,14 +167,14 @@ def encode_predict_response(result: PredictionResult, request_id: str) -> dict[s
             "prediction_set": list(compress(classes, member)),
         }
         for label, p, lo_hi, member in zip(
-            result.labels, probabilities, intervals, sets, strict=True
+            result.labels.tolist(), probabilities, intervals, sets, strict=True
         )
     ]
     return {
         "predictions": predictions,
-        "model": result.handle.name,
-        "version": result.handle.version,
-        "confidence_level": result.confidence_level,
-        "request_id": request_id,
+        "model": handle.name,
+        "version": handle.version,
+        "confidence_level": prediction.request.confidence_level,
+        "request_id": prediction.request_id,
         "conformal_revision": result.conformal_revision,
     }

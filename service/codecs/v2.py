@@ -24,7 +24,6 @@ another type, ``null`` included, is a 400 naming it.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
@@ -48,7 +47,7 @@ from service.codecs.columns import (
     numeric_tensor,
 )
 from service.errors import InvalidInput
-from service.types import FeatureBatch, ModelHandle, PredictionResult
+from service.types import FeatureBatch, InferenceRequest, ModelHandle, Prediction
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -77,17 +76,6 @@ OUTPUT_DATATYPES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class V2Request:
-    """A decoded inference request."""
-
-    batch: FeatureBatch
-    confidence_level: float
-    request_id: str | None
-    #: (output name, send as binary) in response order.
-    outputs: tuple[tuple[str, bool], ...]
-
-
 def split_body(body: bytes, header_length: str | None) -> tuple[memoryview, memoryview]:
     """Split a body into its JSON header and binary section (empty without the extension)."""
     view = memoryview(body)
@@ -113,7 +101,7 @@ def decode_infer_request(
     *,
     max_rows: int,
     default_level: float,
-) -> V2Request:
+) -> InferenceRequest:
     """Validate a V2 inference request; errors name the input, the element and the expectation."""
     header, binary = split_body(body, header_length)
     payload = load_json(header)
@@ -135,7 +123,7 @@ def decode_infer_request(
         _flag(parameters, "binary_data_output", "parameters.binary_data_output")  # raises
     columns, rows = _decode_inputs(payload.get("inputs"), binary, manifest, max_rows)
     outputs = _requested_outputs(payload.get("outputs"), "outputs" in payload, binary_default)
-    return V2Request(FeatureBatch(columns=columns, rows=rows), level, request_id, outputs)
+    return InferenceRequest(FeatureBatch(columns=columns, rows=rows), level, request_id, outputs)
 
 
 _NO_PARAMETERS: dict[str, Any] = {}
@@ -542,16 +530,16 @@ def _requested_outputs(outputs: Any, present: bool, default: bool) -> tuple[tupl
     return tuple(chosen)
 
 
-def encode_infer_response(
-    result: PredictionResult, request: V2Request, request_id: str
-) -> tuple[bytes, int | None]:
+def encode_infer_response(prediction: Prediction) -> tuple[bytes, int | None]:
     """The response body, and the JSON header length when any output travels in binary."""
+    result = prediction.uncertainty
+    request = prediction.request
     n, c = result.probabilities.shape
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for name, binary in request.outputs:
         if name == "label":
-            tensor: NDArray[Any] | list[str] = result.labels
+            tensor: NDArray[Any] | list[str] = result.labels.tolist()
             shape = [n]
         elif name == "prediction_set":
             tensor = np.ascontiguousarray(result.prediction_sets, dtype=np.bool_)
@@ -564,7 +552,7 @@ def encode_infer_response(
             shape = [n, c]
         entry: dict[str, Any] = {"name": name, "datatype": OUTPUT_DATATYPES[name], "shape": shape}
         if binary:
-            raw = _serialize_bytes(result.labels) if name == "label" else tensor.tobytes()  # type: ignore[union-attr]
+            raw = _serialize_bytes(tensor) if isinstance(tensor, list) else tensor.tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
@@ -572,11 +560,12 @@ def encode_infer_response(
         outputs.append(entry)
     header = orjson.dumps(
         {
-            "model_name": result.handle.name,
-            "model_version": str(result.handle.version),
-            "id": request_id,
+            "model_name": prediction.handle.name,
+            "model_version": str(prediction.handle.version),
+            # The body's id is echoed as sent; without one, the id the pipeline chose.
+            "id": request.request_id or prediction.request_id,
             "parameters": {
-                "confidence_level": result.confidence_level,
+                "confidence_level": request.confidence_level,
                 "conformal_revision": result.conformal_revision,
             },
             "outputs": outputs,

@@ -1,5 +1,6 @@
-"""The HTTP layer: a lean ASGI front for the hot paths, FastAPI behind it for everything else."""
+"""The HTTP layer: a lean ASGI front for the hot paths, FastAPI behind it for everything else.
 
-from service.http.app import create_app
-
-__all__ = ["create_app"]
+Nothing is imported here: the protocol (``service.http.protocol``) is unpickled in every spawned
+worker before the app is built, and must not pull FastAPI, numpy or ONNX Runtime in with it.
+The app factory is ``service.http.app.create_app``.
+"""

@@ -1,8 +1,9 @@
 """The app factory: ``create_app(settings)`` returns the ASGI app uvicorn runs.
 
-Nothing is built at import time. The lifespan loads every model before the server reports
-ready, and on shutdown (uvicorn's graceful shutdown on SIGTERM: stop accepting, let in-flight
-requests finish) drains the batchers before the process exits.
+Nothing is built at import time. The process comes from the composition root
+(``service.server.Server``); the lifespan loads every model before the server reports ready,
+and on shutdown (uvicorn's graceful shutdown on SIGTERM: stop accepting, let in-flight requests
+finish) drains the batchers and the prediction log before the process exits.
 """
 
 from __future__ import annotations
@@ -14,33 +15,32 @@ from fastapi import FastAPI
 
 from service.http.lean import LeanApp
 from service.http.routes import build_fastapi
-from service.http.state import ServiceState
+from service.server import Server
 from service.settings import Settings
 from service.telemetry import Telemetry
 
 
 def create_app(settings: Settings | None = None, *, telemetry: Telemetry | None = None) -> LeanApp:
-    """Build the service. Without ``settings``, read them from ``PROBSERVE_*`` (uvicorn factory).
+    """Build the service. Without ``settings``, read them from ``PROBSERVE_*``.
 
     Telemetry (metrics, prediction log) is built from the settings unless ``telemetry`` is given
-    (tests pass their own to watch every event); the real server and every worker get it here.
+    (tests pass their own to watch every event).
     """
-    settings = settings if settings is not None else Settings()
-    if telemetry is None:
-        from service.telemetry.build import build_telemetry
+    return create_app_for(Server(settings if settings is not None else Settings(), telemetry))
 
-        telemetry = build_telemetry(settings)
-    state = ServiceState(settings=settings, telemetry=telemetry)
+
+def create_app_for(server: Server) -> LeanApp:
+    """The HTTP front of ``server``; its lifespan starts and stops the server."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await state.start()
+        await server.start()
         try:
             yield
         finally:
-            await state.stop()
+            await server.stop()
 
-    return LeanApp(state, build_fastapi(state, lifespan))
+    return LeanApp(server, build_fastapi(server, lifespan))
 
 
 def create_app_from_env() -> LeanApp:

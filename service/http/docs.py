@@ -141,8 +141,52 @@ ERROR_SCHEMA: dict[str, Any] = {
 
 
 def request_body(schema: dict[str, Any]) -> dict[str, Any]:
-    """``openapi_extra`` for a route whose body the handler reads itself."""
+    """The ``requestBody`` of an operation taking a JSON body."""
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _path_parameter(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "title": name.title()},
+    }
+
+
+def hot_paths() -> dict[str, Any]:
+    """The OpenAPI path items of the four routes the lean front serves (service/http/lean.py)."""
+    native = {"tags": ["native"], **request_body(PREDICT_REQUEST_SCHEMA)}
+    v2 = {"tags": ["open inference protocol (v2)"], **request_body(INFER_REQUEST_SCHEMA)}
+    operations = [
+        ("/v1/models/{name}/predict", "predict_latest", "Predict with the newest version", native),
+        (
+            "/v1/models/{name}/versions/{version}/predict",
+            "predict_version",
+            "Predict with one version",
+            native,
+        ),
+        ("/v2/models/{name}/infer", "infer_latest", "V2 inference", v2),
+        (
+            "/v2/models/{name}/versions/{version}/infer",
+            "infer_version",
+            "V2 inference with one version",
+            v2,
+        ),
+    ]
+    paths: dict[str, Any] = {}
+    for path, operation_id, summary, base in operations:
+        schema = PREDICT_RESPONSE_SCHEMA if path.endswith("/predict") else INFER_RESPONSE_SCHEMA
+        names = ["name", "version"] if "{version}" in path else ["name"]
+        post = {
+            **base,
+            "summary": summary,
+            "operationId": operation_id,
+            "parameters": [_path_parameter(n) for n in names],
+            "responses": {str(k): v for k, v in responses(schema).items()},
+        }
+        paths[path] = {"post": post}
+    return paths
 
 
 def responses(schema: dict[str, Any]) -> dict[int | str, dict[str, Any]]:

@@ -18,9 +18,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import InvalidInput, MethodNotAllowed, NotFound, Overloaded, ProbserveError
-from service.http.ids import request_id_from_headers
+from service.errors import (
+    InvalidInput,
+    MethodNotAllowed,
+    NotFound,
+    Overloaded,
+    ProbserveError,
+    internal_error,
+)
 from service.http.public import public_reason
+from service.request_ids import request_id_from_headers
 
 logger = logging.getLogger("probserve.http")
 
@@ -55,19 +62,6 @@ def error_headers(exc: ProbserveError) -> dict[str, str]:
     if isinstance(exc, Overloaded):
         headers["retry-after"] = str(exc.retry_after_s)
     return headers
-
-
-def internal_error(exc: BaseException, request_id: str, path: str) -> ProbserveError:
-    """Log an unexpected exception with its traceback; return the bland error the caller sees."""
-    logger.error(
-        "unhandled error on %s (request %s)",
-        path,
-        request_id,
-        exc_info=(type(exc), exc, exc.__traceback__),
-    )
-    return ProbserveError(
-        f"internal error; the server log has the details under request id {request_id}"
-    )
 
 
 def _response(

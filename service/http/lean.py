@@ -3,8 +3,9 @@
 FastAPI's per-request machinery (routing, dependency injection, pydantic, response classes) costs
 several times the model's own inference on a batch-1 request (docs/architecture.md, "Known
 facts"), so the four hot routes are matched by hand here: split the path, read the body with the
-size limit, then the shared handlers (codec, data plane, orjson). Any other request, any other
-method on those paths, and the lifespan go to the FastAPI app unchanged.
+size limit, then the request pipeline with the protocol's codec. Any other request, any other
+method on those paths, and the lifespan go to the FastAPI app, every body held to the same limit
+by the one body reader here. The OpenAPI document describes the hot routes (service/http/docs.py).
 """
 
 from __future__ import annotations
@@ -13,16 +14,11 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.http.handlers import (
-    ENDPOINT_V1,
-    ENDPOINT_V2,
-    Answer,
-    infer_v2,
-    predict_v1,
-    too_large,
-)
-from service.http.ids import request_id_from_headers
-from service.http.state import ServiceState
+from service.errors import MethodNotAllowed, PayloadTooLarge
+from service.http.answer import Answer, error_answer, too_large
+from service.http.codecs import ENDPOINT_V1, ENDPOINT_V2, NATIVE, V2, V2Body
+from service.request_ids import request_id_from_headers
+from service.server import Server
 from service.telemetry import RequestDone
 
 #: The endpoint label of a request that matched no route.
@@ -48,24 +44,29 @@ def match_hot_path(path: str) -> tuple[str, str, str | None] | None:
 class LeanApp:
     """The outermost ASGI app that uvicorn runs."""
 
-    def __init__(self, state: ServiceState, fallback: ASGIApp) -> None:
-        self.state = state
+    def __init__(self, server: Server, fallback: ASGIApp) -> None:
+        self.server = server
         self.fallback = fallback
+        #: Found by the HTTP protocol below (service.http.connections.counters_of).
+        self.counters = server.connections
+        self._limit = server.settings.max_request_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.fallback(scope, receive, send)
             return
-        if scope["method"] == "POST":
-            route = match_hot_path(scope["path"])
-            if route is not None:
-                await self._serve(route, scope, receive, send)
-                return
-        await self._observed_fallback(scope, receive, send)
+        route = match_hot_path(scope["path"])
+        if route is not None and scope["method"] == "POST":
+            await self._serve(route, scope, receive, send)
+            return
+        await self._observed_fallback(scope, receive, send, hot=route is not None)
 
-    async def _observed_fallback(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Every other route, timed for telemetry under its route name (bounded labels)."""
-        telemetry = self.state.telemetry
+    async def _observed_fallback(
+        self, scope: Scope, receive: Receive, send: Send, *, hot: bool = False
+    ) -> None:
+        """Every other route, timed for telemetry under its route name (bounded labels);
+        ``hot``: a hot path with a method other than POST, answered 405 here."""
+        telemetry = self.server.telemetry
         started = time.perf_counter()
         status = 500  # what the client sees if the app dies before answering
 
@@ -83,7 +84,10 @@ class LeanApp:
                 if limited is None:
                     return
                 receive = limited
-            await self.fallback(scope, receive, send_observed)
+            if hot:
+                await _send(send_observed, _method_not_allowed(scope))
+            else:
+                await self.fallback(scope, receive, send_observed)
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "name", None) or FALLBACK_ENDPOINT
@@ -103,23 +107,10 @@ class LeanApp:
 
     async def _limited_body(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
         """A receive that replays the body read under the limit; None once 413 was sent."""
-        limit = self.state.settings.max_request_bytes
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length")
-        header_id = headers.get(b"x-request-id")
-        request_id = request_id_from_headers(
-            None if header_id is None else header_id.decode("latin-1")
-        )
+        length, header_id, _ = _headers(scope)
         v2 = scope["path"].startswith("/v2")
-        if length is not None and length.isdigit() and int(length) > limit:
-            await _send(send, too_large(limit, request_id, v2=v2))
-            return None
-        try:
-            body = await _read_body(receive, limit)
-        except _ClientDisconnected:
-            return None
+        body = await self._read(receive, send, length, header_id, v2=v2, endpoint=None)
         if body is None:
-            await _send(send, too_large(limit, request_id, v2=v2))
             return None
         replayed = False
 
@@ -137,55 +128,84 @@ class LeanApp:
     ) -> None:
         protocol, name, version = route
         v2 = protocol == "v2"
-        length: bytes | None = None
-        header_id: str | None = None
-        header_length: str | None = None
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                length = value
-            elif key == b"x-request-id":
-                header_id = value.decode("latin-1")
-            elif key == b"inference-header-content-length":
-                header_length = value.decode("latin-1")
-        limit = self.state.settings.max_request_bytes
-        # Refuse an announced oversize body before reading a byte of it.
-        if length is not None and length.isdigit() and int(length) > limit:
-            await self._too_large(send, protocol, limit, header_id)
-            return
-        try:
-            body = await _read_body(receive, limit)
-        except _ClientDisconnected:
-            return  # nobody to answer
+        length, header_id, header_length = _headers(scope)
+        endpoint = ENDPOINT_V2 if v2 else ENDPOINT_V1
+        body = await self._read(receive, send, length, header_id, v2=v2, endpoint=endpoint)
         if body is None:
-            await self._too_large(send, protocol, limit, header_id)
             return
+        pipeline = self.server.pipeline
         if v2:
-            answer = await infer_v2(self.state, name, version, body, header_id, header_length)
+            answer = await pipeline.run(V2, name, version, V2Body(body, header_length), header_id)
         else:
-            answer = await predict_v1(self.state, name, version, body, header_id)
+            answer = await pipeline.run(NATIVE, name, version, body, header_id)
         await _send(send, answer)
 
-    async def _too_large(
-        self, send: Send, protocol: str, limit: int, header_id: str | None
-    ) -> None:
-        """Answer 413 on a hot path; telemetry counts it like any other answer."""
+    async def _read(
+        self,
+        receive: Receive,
+        send: Send,
+        length: bytes | None,
+        header_id: str | None,
+        *,
+        v2: bool,
+        endpoint: str | None,
+    ) -> bytes | None:
+        """The one body reader: the body, or None once 413 was sent or the client left.
+
+        An announced oversize body is refused before a byte of it is read. ``endpoint`` names
+        a hot route, whose 413 telemetry counts here (the fallback's counts in its own timing).
+        """
+        limit = self._limit
         started = time.perf_counter()
-        endpoint = ENDPOINT_V2 if protocol == "v2" else ENDPOINT_V1
-        answer = too_large(limit, request_id_from_headers(header_id), v2=protocol == "v2")
-        telemetry = self.state.telemetry
-        telemetry.request_started(endpoint)
-        telemetry.request_finished(
-            RequestDone(
-                endpoint,
-                protocol,
-                "",
-                None,
-                answer.status,
-                time.perf_counter() - started,
-                answer.error_type,
+        if length is None or not length.isdigit() or int(length) <= limit:
+            try:
+                body = await _read_body(receive, limit)
+            except _ClientDisconnected:
+                return None  # nobody to answer
+            if body is not None:
+                return body
+        answer = too_large(limit, request_id_from_headers(header_id), v2=v2)
+        if endpoint is not None:
+            telemetry = self.server.telemetry
+            telemetry.request_started(endpoint)
+            telemetry.request_finished(
+                RequestDone(
+                    endpoint,
+                    "v2" if v2 else "v1",
+                    "",
+                    None,
+                    answer.status,
+                    time.perf_counter() - started,
+                    PayloadTooLarge.error_type,
+                )
             )
-        )
         await _send(send, answer)
+        return None
+
+
+def _method_not_allowed(scope: Scope) -> Answer:
+    """405 for a hot path asked with another method (Allow names POST, RFC 9110)."""
+    path: str = scope["path"]
+    exc = MethodNotAllowed(f"{scope['method']} is not allowed on {path}")
+    _, header_id, _ = _headers(scope)
+    answer = error_answer(exc, request_id_from_headers(header_id), v2=path.startswith("/v2"))
+    answer.extra_headers.append((b"allow", b"POST"))
+    return answer
+
+
+def _headers(scope: Scope) -> tuple[bytes | None, str | None, str | None]:
+    """Content-Length, X-Request-ID and Inference-Header-Content-Length, as sent."""
+    length: bytes | None = None
+    header_id: str | None = None
+    header_length: str | None = None
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            length = value
+        elif key == b"x-request-id":
+            header_id = value.decode("latin-1")
+        elif key == b"inference-header-content-length":
+            header_length = value.decode("latin-1")
+    return length, header_id, header_length
 
 
 #: Methods whose body the FastAPI routes would read.

@@ -1,8 +1,7 @@
 """The FastAPI app behind the lean front: metadata, health, model control, and documentation.
 
-The predict/infer routes are declared here too, calling the same handlers as the lean front, so
-/openapi.json describes them and the FastAPI app alone answers them identically (the lean front
-only takes them over for speed).
+The predict/infer routes are not routes here: the lean front serves them through the request
+pipeline, and the OpenAPI document describes them (service/http/docs.py, ``hot_paths``).
 """
 
 from __future__ import annotations
@@ -14,28 +13,21 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, FastAPI, Header, Request
+from fastapi import APIRouter, FastAPI, Header
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
 
 from service.codecs.examples import predict_example
 from service.codecs.v2 import model_metadata
-from service.dataplane import DataPlane
 from service.http import docs
 from service.http.errors import JSON, install_error_handlers
-from service.http.handlers import (
-    Answer,
-    infer_v2,
-    parse_version,
-    predict_v1,
-    read_limited,
-    too_large,
-)
-from service.http.ids import request_id_from_headers
 from service.http.public import public_reason
-from service.http.state import ServiceState
 from service.http.telemetry_routes import build_telemetry_router
+from service.metadata import list_models, model_info
+from service.pipeline import parse_version
+from service.registry import ModelRegistry
+from service.server import Server
 from service.types import IndexEntry, ModelSummary
 
 try:
@@ -54,7 +46,7 @@ def json_response(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=JSON)
 
 
-def build_fastapi(state: ServiceState, lifespan: Lifespan) -> FastAPI:
+def build_fastapi(server: Server, lifespan: Lifespan) -> FastAPI:
     """The documented app: every route of the service, errors in one JSON shape."""
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from this server (the package
     # ships them), not from a CDN, so the docs work offline and behind strict firewalls.
@@ -70,32 +62,16 @@ def build_fastapi(state: ServiceState, lifespan: Lifespan) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.include_router(_health_routes(state))
-    app.include_router(_v1_routes(state))
-    app.include_router(_v2_routes(state))
-    app.include_router(_control_routes(state))
-    app.include_router(build_telemetry_router(state))
-    _document_with_examples(app, state)
+    app.include_router(_health_routes(server))
+    app.include_router(_v1_routes(server))
+    app.include_router(_v2_routes(server))
+    app.include_router(_control_routes(server))
+    app.include_router(build_telemetry_router(server))
+    _document_with_examples(app, server)
     return app
 
 
-async def _body(request: Request, state: ServiceState, *, v2: bool) -> bytes | Answer:
-    limit = state.settings.max_request_bytes
-    request_id = request_id_from_headers(request.headers.get("x-request-id"))
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        return too_large(limit, request_id, v2=v2)
-    body = await read_limited(request.stream(), limit)
-    return too_large(limit, request_id, v2=v2) if body is None else body
-
-
-def _send(answer: Answer) -> Response:
-    headers = {k.decode(): v.decode() for k, v in answer.extra_headers}
-    headers["x-request-id"] = answer.request_id
-    return Response(answer.body, answer.status, headers=headers, media_type=answer.content_type)
-
-
-def _health_routes(state: ServiceState) -> APIRouter:
+def _health_routes(server: Server) -> APIRouter:
     router = APIRouter(tags=["health"])
 
     @router.get("/healthz", summary="Liveness: the process serves HTTP")
@@ -104,11 +80,11 @@ def _health_routes(state: ServiceState) -> APIRouter:
 
     @router.get("/readyz", summary="Readiness: models serve (all of them, or any: a setting)")
     async def readyz() -> Response:
-        if state.ready():
+        if server.ready():
             return json_response({"status": "ready"})
-        dataplane = state.dataplane_
         # Public: names, versions, states and reasons, never paths (the index needs the token).
-        rows = [] if dataplane is None else [_public_row(r) for r in dataplane.index()]
+        open_ = server.pipeline.open
+        rows = [_public_row(r) for r in server.registry.index()] if open_ else []
         return json_response({"status": "not ready", "models": rows}, 503)
 
     @router.get("/v2/health/live", summary="V2 server live")
@@ -117,7 +93,7 @@ def _health_routes(state: ServiceState) -> APIRouter:
 
     @router.get("/v2/health/ready", summary="V2 server ready")
     async def v2_ready() -> Response:
-        is_up = state.ready()
+        is_up = server.ready()
         return json_response({"ready": is_up}, 200 if is_up else 503)
 
     return router
@@ -130,65 +106,38 @@ def _public_row(row: IndexEntry) -> dict[str, str]:
     return public
 
 
-def _model_entry(dataplane: DataPlane, summary: ModelSummary) -> dict[str, Any]:
+def _model_entry(registry: ModelRegistry, summary: ModelSummary) -> dict[str, Any]:
     """A list entry: the summary, plus the full metadata when a version serves."""
     entry: dict[str, Any] = asdict(summary)
     entry["reason"] = public_reason(summary.reason)
     if summary.default_version is not None:
-        entry.update(asdict(dataplane.model_info(summary.name)))
+        entry.update(asdict(model_info(registry, summary.name)))
     return entry
 
 
-def _v1_routes(state: ServiceState) -> APIRouter:
+def _v1_routes(server: Server) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["native"])
+    pipeline = server.pipeline
 
     @router.get("/models", summary="Models, their versions, features, classes and metrics")
-    async def list_models() -> Response:
-        dataplane = state.dataplane
-        models = [_model_entry(dataplane, summary) for summary in dataplane.list_models()]
+    async def get_models() -> Response:
+        registry = server.models()
+        models = [_model_entry(registry, summary) for summary in list_models(registry)]
         return json_response({"models": models})
 
     @router.get("/models/{name}", summary="One model: versions, features, classes, metrics")
     async def get_model(name: str) -> Response:
-        dataplane = state.dataplane
-        info = dataplane.model_info(name)
-        manifest = dataplane.resolve(name, info.version).manifest
+        handle = pipeline.resolve(name)
+        info = model_info(server.registry, name, handle.version)
         # A request body that works against this model: copy it, change the values, send it.
-        return json_response({**asdict(info), "example": predict_example(manifest)})
-
-    async def predict(request: Request, name: str, version: str | None) -> Response:
-        body = await _body(request, state, v2=False)
-        if isinstance(body, Answer):
-            return _send(body)
-        header_id = request.headers.get("x-request-id")
-        return _send(await predict_v1(state, name, version, body, header_id))
-
-    extra = docs.request_body(docs.PREDICT_REQUEST_SCHEMA)
-    answers = docs.responses(docs.PREDICT_RESPONSE_SCHEMA)
-
-    @router.post(
-        "/models/{name}/predict",
-        summary="Predict with the newest version",
-        openapi_extra=extra,
-        responses=answers,
-    )
-    async def predict_latest(request: Request, name: str) -> Response:
-        return await predict(request, name, None)
-
-    @router.post(
-        "/models/{name}/versions/{version}/predict",
-        summary="Predict with one version",
-        openapi_extra=extra,
-        responses=answers,
-    )
-    async def predict_version(request: Request, name: str, version: str) -> Response:
-        return await predict(request, name, version)
+        return json_response({**asdict(info), "example": predict_example(handle.manifest)})
 
     return router
 
 
-def _v2_routes(state: ServiceState) -> APIRouter:
+def _v2_routes(server: Server) -> APIRouter:
     router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+    pipeline = server.pipeline
 
     @router.get("", summary="V2 server metadata")
     async def server_metadata() -> Response:
@@ -201,9 +150,8 @@ def _v2_routes(state: ServiceState) -> APIRouter:
         )
 
     def metadata(name: str, version: str | None) -> Response:
-        dataplane = state.dataplane
-        handle = dataplane.resolve(name, parse_version(name, version))
-        return json_response(model_metadata(handle, dataplane.registry.served_versions(name)))
+        handle = pipeline.resolve(name, parse_version(name, version))
+        return json_response(model_metadata(handle, server.registry.served_versions(name)))
 
     @router.get("/models/{name}", summary="V2 model metadata")
     async def model_meta(name: str) -> Response:
@@ -214,7 +162,7 @@ def _v2_routes(state: ServiceState) -> APIRouter:
         return metadata(name, version)
 
     def model_ready(name: str, version: str | None) -> Response:
-        state.dataplane.resolve(name, parse_version(name, version))  # 404 / 503 with the reason
+        pipeline.resolve(name, parse_version(name, version))  # 404 / 503 with the reason
         return json_response({"name": name, "ready": True})
 
     @router.get("/models/{name}/ready", summary="V2 model ready")
@@ -225,66 +173,33 @@ def _v2_routes(state: ServiceState) -> APIRouter:
     async def version_ready(name: str, version: str) -> Response:
         return model_ready(name, version)
 
-    async def infer(request: Request, name: str, version: str | None) -> Response:
-        body = await _body(request, state, v2=True)
-        if isinstance(body, Answer):
-            return _send(body)
-        headers = request.headers
-        answer = await infer_v2(
-            state,
-            name,
-            version,
-            body,
-            headers.get("x-request-id"),
-            headers.get("inference-header-content-length"),
-        )
-        return _send(answer)
-
-    extra = docs.request_body(docs.INFER_REQUEST_SCHEMA)
-    answers = docs.responses(docs.INFER_RESPONSE_SCHEMA)
-
-    @router.post(
-        "/models/{name}/infer", summary="V2 inference", openapi_extra=extra, responses=answers
-    )
-    async def infer_latest(request: Request, name: str) -> Response:
-        return await infer(request, name, None)
-
-    @router.post(
-        "/models/{name}/versions/{version}/infer",
-        summary="V2 inference with one version",
-        openapi_extra=extra,
-        responses=answers,
-    )
-    async def infer_version(request: Request, name: str, version: str) -> Response:
-        return await infer(request, name, version)
-
     return router
 
 
-def _control_routes(state: ServiceState) -> APIRouter:
+def _control_routes(server: Server) -> APIRouter:
     router = APIRouter(prefix="/v2/repository", tags=["model control (bearer token)"])
 
     @router.post("/index", summary="Every model version on disk with its state")
     async def index(authorization: str | None = Header(default=None)) -> Response:
-        state.authorize(authorization)
-        return json_response([row.as_triton() for row in state.dataplane.index()])
+        server.authorize(authorization)
+        return json_response([row.as_triton() for row in server.models().index()])
 
     @router.post("/models/{name}/load", summary="Load or reload a model (verified, warmed up)")
     async def load(name: str, authorization: str | None = Header(default=None)) -> Response:
-        state.authorize(authorization)
-        await state.dataplane.load(name)
+        server.authorize(authorization)
+        await server.models().load(name)
         return json_response({})
 
     @router.post("/models/{name}/unload", summary="Stop serving a model (drained)")
     async def unload(name: str, authorization: str | None = Header(default=None)) -> Response:
-        state.authorize(authorization)
-        await state.dataplane.unload(name)
+        server.authorize(authorization)
+        await server.models().unload(name)
         return json_response({})
 
     return router
 
 
-def _document_with_examples(app: FastAPI, state: ServiceState) -> None:
+def _document_with_examples(app: FastAPI, server: Server) -> None:
     """Generate /openapi.json once models serve, with examples that work against them."""
 
     def openapi() -> dict[str, Any]:
@@ -293,12 +208,12 @@ def _document_with_examples(app: FastAPI, state: ServiceState) -> None:
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
+        schema.setdefault("paths", {}).update(docs.hot_paths())
         docs.document_errors(schema)
-        dataplane = state.dataplane_
-        summaries = [] if dataplane is None else dataplane.list_models()
+        summaries = list_models(server.registry) if server.pipeline.open else []
         for summary in summaries:
-            if dataplane is not None and summary.default_version is not None:
-                handle = dataplane.resolve(summary.name)
+            if summary.default_version is not None:
+                handle = server.registry.resolve(summary.name)
                 docs.add_examples(schema, summary.name, handle.version, handle.manifest)
                 app.openapi_schema = schema  # cache only once the examples are real
                 break

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from service.errors import ModelNotReady
 from service.http.errors import JSON
-from service.http.state import ServiceState
+from service.server import Server
 
 #: Labels one feedback call may carry (a bound on the work one request can cause).
 MAX_FEEDBACK_LABELS = 10_000
@@ -43,7 +43,7 @@ class FeedbackCountsBody(BaseModel):
     invalid: int
 
 
-def build_telemetry_router(state: ServiceState) -> APIRouter:
+def build_telemetry_router(server: Server) -> APIRouter:
     """The metrics scrape endpoint and the feedback endpoint."""
     router = APIRouter()
 
@@ -55,7 +55,7 @@ def build_telemetry_router(state: ServiceState) -> APIRouter:
         responses={200: {"content": {"text/plain": {}}}, 404: {"description": "Metrics off"}},
     )
     async def metrics() -> Response:
-        rendered = state.telemetry.render_metrics()
+        rendered = server.telemetry.render_metrics()
         if rendered is None:
             return Response(b'{"error": "metrics are off (PROBSERVE_METRICS=false)"}', 404)
         body, content_type = rendered
@@ -75,14 +75,14 @@ def build_telemetry_router(state: ServiceState) -> APIRouter:
     async def feedback(name: str, body: FeedbackRequest) -> Response:
         from service.predlog import FeedbackLabel, PredictionLogError
 
-        dataplane = state.dataplane
-        dataplane.resolve(name)  # 404 unknown model, 503 not loaded
+        pipeline = server.pipeline
+        pipeline.resolve(name)  # 404 unknown model, 503 not loaded
         classes: set[str] = set()
-        for version in dataplane.registry.served_versions(name):
-            classes.update(dataplane.resolve(name, version).manifest.classes)
+        for version in server.registry.served_versions(name):
+            classes.update(pipeline.resolve(name, version).manifest.classes)
         labels = [FeedbackLabel(i.request_id, i.instance, str(i.label)) for i in body.labels]
         try:
-            counts = await state.telemetry.record_feedback(name, labels, sorted(classes))
+            counts = await server.telemetry.record_feedback(name, labels, sorted(classes))
         except PredictionLogError:
             # The database is down: nothing was stored, the client may send the labels again.
             raise ModelNotReady(

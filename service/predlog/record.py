@@ -36,7 +36,7 @@ class PredictionRecord:
     lower: NDArray[np.float64]
     upper: NDArray[np.float64]
     prediction_sets: NDArray[np.bool_]
-    labels: Sequence[str]
+    labels: Sequence[str] | NDArray[np.object_]
     confidence_level: float
     latency_s: float
     #: Optionally, the numeric features as one float32 [F, N] block with their names (the
@@ -77,7 +77,7 @@ class FeedbackRecord:
     model: str
     request_ids: Sequence[str]
     instances: Sequence[int]
-    labels: Sequence[str]
+    labels: Sequence[str] | NDArray[np.object_]
 
     @property
     def rows(self) -> int:

@@ -1,5 +1,5 @@
 """Telemetry: one interface the server reports to; metrics and the prediction log behind it."""
 
-from service.telemetry.events import PredictionServed, RequestDone, Telemetry
+from service.telemetry.events import RequestDone, Telemetry
 
-__all__ = ["PredictionServed", "RequestDone", "Telemetry"]
+__all__ = ["RequestDone", "Telemetry"]

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from service.http.connections import ConnectionCounters
 from service.settings import Settings
 from service.telemetry.metrics import ServiceMetrics
 from service.telemetry.recorder import ServiceTelemetry
 
 
-def build_telemetry(settings: Settings) -> ServiceTelemetry:
+def build_telemetry(
+    settings: Settings, connections: ConnectionCounters | None = None
+) -> ServiceTelemetry:
     """Metrics when ``metrics`` is on, the prediction log unless its URL is ``none``."""
     from service.predlog.urls import parse_log_url
 
     metrics = ServiceMetrics() if settings.metrics else None
-    telemetry = ServiceTelemetry(metrics, sample_rate=settings.prediction_log_sample_rate)
+    telemetry = ServiceTelemetry(
+        metrics, sample_rate=settings.prediction_log_sample_rate, connections=connections
+    )
     url = settings.prediction_log_url
     if parse_log_url(url) is not None:
         from service.predlog import PredictionLog

@@ -1,8 +1,9 @@
 """The one telemetry interface: what the server reports, and the no-op base every sink extends.
 
-The app factory builds one :class:`Telemetry` from the settings (``build_telemetry``) and hands it
-to every part that has something to report: the HTTP front (requests), the data plane
-(predictions), the batchers (ONNX calls) and the registry (model events). Metrics and the
+The composition root (``service.server``) builds one :class:`Telemetry` from the settings
+(``build_telemetry``) and hands it to every part that has something to report: the request
+pipeline (requests, predictions), the HTTP front (its other routes), the batchers (ONNX calls,
+shed requests) and the registry (model events). Metrics and the
 prediction log are sinks behind it; tests subclass it to watch (docs/architecture.md,
 "Telemetry seam"). Every method is called on the request path or a worker thread: it must be
 cheap, must not block and must not raise.
@@ -14,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from service.batching import BatchStats
-from service.types import FeatureBatch, ModelHandle, PredictionResult
+from service.batching import BatchStats, ShedStats
+from service.types import ModelHandle, Prediction
 
 if TYPE_CHECKING:
     from service.predlog import FeedbackCounts, FeedbackLabel
@@ -23,27 +24,15 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class RequestDone:
-    """One finished HTTP request, on any route."""
+    """One finished request, on any route of any protocol."""
 
     endpoint: str  # a route name (bounded), never a path with ids
-    protocol: str  # "v1", "v2", or "" for routes of neither protocol
+    protocol: str  # "v1", "v2", "grpc", or "" for routes of no inference protocol
     model: str  # "" when the request resolved no model
     version: int | None
     status: int
     seconds: float
     error_type: str | None  # the domain error's type, None on success
-
-
-@dataclass(frozen=True, slots=True)
-class PredictionServed:
-    """One request's successful predictions, as the data plane computed them."""
-
-    batch: FeatureBatch
-    result: PredictionResult
-    request_id: str
-    protocol: str
-    served_at: float  # unix seconds
-    latency_s: float  # from the request's start to its answer being computed
 
 
 class Telemetry:
@@ -55,11 +44,15 @@ class Telemetry:
     def request_finished(self, done: RequestDone) -> None:
         """A request ended, successfully or not."""
 
-    def prediction_served(self, served: PredictionServed) -> None:
+    def prediction_served(self, prediction: Prediction) -> None:
         """Predictions were computed for one request (metrics, prediction log)."""
 
     def batch_ran(self, stats: BatchStats) -> None:
-        """One ONNX call finished (batch size, queue wait, inference time); worker thread."""
+        """One ONNX call finished (batch size, queue wait, inference time); on the worker
+        thread, or on the event loop when the idle fast path ran it there."""
+
+    def requests_shed(self, stats: ShedStats) -> None:
+        """Requests were refused by load shedding (overloaded, or past their deadline)."""
 
     def model_loaded(self, handle: ModelHandle) -> None:
         """A model version now serves."""

@@ -156,6 +156,13 @@ class ServiceMetrics:
             ("model", "type"),
             registry=r,
         )
+        # Requests count sheds in probserve_errors_total; rows say how much work was refused.
+        self.shed_rows = Counter(
+            "probserve_shed_rows_total",
+            "Rows refused by load shedding before they were computed, by reason.",
+            ("model", "version", "reason"),
+            registry=r,
+        )
         self.predictions = Counter(
             "probserve_predictions_total",
             "Predicted instances, by predicted class.",

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service.batching import BatchStats
-from service.load import CONNECTION_FAULTS
-from service.telemetry.events import PredictionServed, RequestDone, Telemetry
+from service.batching import BatchStats, ShedStats
+from service.http.connections import ConnectionCounters
+from service.telemetry.events import RequestDone, Telemetry
 from service.telemetry.metrics import ServiceMetrics, bucket_counts
 from service.telemetry.tallies import CounterTally, HistogramTally, PeriodicFold, Tallies
-from service.types import ModelHandle, PredictionResult
+from service.types import ModelHandle, Prediction
 
 if TYPE_CHECKING:
     from service.predlog import FeedbackCounts, FeedbackLabel, PredictionLog, PredictionRecord
@@ -48,9 +48,12 @@ class ServiceTelemetry(Telemetry):
         *,
         sample_rate: float = 1.0,
         fold_interval_s: float = FOLD_INTERVAL_S,
+        connections: ConnectionCounters | None = None,
     ) -> None:
-        """``sample_rate`` is the share of requests whose predictions are logged."""
+        """``sample_rate`` is the share of requests whose predictions are logged; the faults
+        in ``connections`` (what the HTTP protocol counts) are folded into the error counter."""
         self.metrics = metrics
+        self.connections = connections if connections is not None else ConnectionCounters()
         self.prediction_log = prediction_log
         self._sample_rate = sample_rate
         self._tallies = None if metrics is None else Tallies(metrics.in_flight)
@@ -140,22 +143,21 @@ class ServiceTelemetry(Telemetry):
 
     # -- predictions and batches ---------------------------------------------------------------
 
-    def prediction_served(self, served: PredictionServed) -> None:
+    def prediction_served(self, prediction: Prediction) -> None:
         """Per-instance figures (class, interval width, set size), then the prediction log."""
-        result = served.result
         t = self._tallies
         if t is not None:
-            handle = result.handle
+            handle = prediction.handle
             series = self._model_series.get((handle.name, handle.version)) or self._series(
                 t, handle
             )
-            if len(result.labels) <= _SMALL_REQUEST_ROWS:
-                _observe_few(t, series, result)
+            if len(prediction.uncertainty.label_index) <= _SMALL_REQUEST_ROWS:
+                _observe_few(t, series, prediction)
             else:
-                _observe_bulk(t, series, result)
+                _observe_bulk(t, series, prediction)
         log = self.prediction_log
         if log is not None and (self._sample_rate >= 1.0 or random.random() < self._sample_rate):
-            log.enqueue(_record(served))
+            log.enqueue(_record(prediction))
 
     def _series(self, t: Tallies, handle: ModelHandle) -> _ModelSeries:
         """The per-prediction tallies of a model version seen for the first time (then cached)."""
@@ -167,7 +169,6 @@ class ServiceTelemetry(Telemetry):
                 t.counter(m.predictions.labels(handle.name, version, label))
                 for label in handle.manifest.classes
             ],
-            class_index={label: i for i, label in enumerate(handle.manifest.classes)},
             interval_width=t.histogram(m.interval_width.labels(handle.name, version)),
             set_size=t.histogram(m.set_size.labels(handle.name, version)),
             queue_wait=t.histogram(m.queue_wait.labels(handle.name, version)),
@@ -188,6 +189,13 @@ class ServiceTelemetry(Telemetry):
             tallies[1].observe_int(stats.rows)
         finally:
             t.lock.release()
+
+    def requests_shed(self, stats: ShedStats) -> None:
+        """Rows refused by load shedding (rare, so straight to the counter)."""
+        m = self.metrics
+        if m is not None:
+            version = self._version(stats.version)
+            m.shed_rows.labels(stats.model, version, stats.reason).inc(stats.rows)
 
     def _batch_tallies(
         self, t: Tallies, key: tuple[str, int]
@@ -278,7 +286,7 @@ class ServiceTelemetry(Telemetry):
         if m is None:
             return
         for kind, folded in self._faults_folded.items():
-            now = getattr(CONNECTION_FAULTS, kind)
+            now = getattr(self.connections, kind)
             if now > folded:
                 m.errors.labels("", kind).inc(now - folded)
                 self._faults_folded[kind] = now
@@ -334,7 +342,6 @@ class _ModelSeries:
     """One model version's tallies of the per-prediction metrics."""
 
     predictions: list[CounterTally]  # by class index, in the manifest's class order
-    class_index: dict[str, int]  # class label -> its index
     interval_width: HistogramTally
     set_size: HistogramTally
     queue_wait: HistogramTally
@@ -345,76 +352,71 @@ class _ModelSeries:
 _SMALL_REQUEST_ROWS = 8
 
 
-def _observe_few(t: Tallies, series: _ModelSeries, result: PredictionResult) -> None:
+def _observe_few(t: Tallies, series: _ModelSeries, prediction: Prediction) -> None:
     """Class counts, interval widths and set sizes of a small request, row by row."""
-    index = series.class_index
+    result = prediction.uncertainty
     # The numpy-to-list conversions happen here, before the lock is taken.
     rows = zip(
-        result.labels,
+        result.label_index.tolist(),
         result.upper.tolist(),
         result.lower.tolist(),
         result.prediction_sets.tolist(),
         strict=True,
     )
-    wait = result.timings.get("queue_wait")
+    wait = prediction.queue_wait_s
     predictions, widths, sizes = series.predictions, series.interval_width, series.set_size
     t.lock.acquire()
     try:
-        for label, up, lo, members in rows:
-            k = index[label]
+        for k, up, lo, members in rows:
             predictions[k].count += 1
             widths.observe(up[k] - lo[k])
             sizes.observe_int(members.count(True))
-        if wait is not None:
-            series.queue_wait.observe(wait)
+        series.queue_wait.observe(wait)
     finally:
         t.lock.release()
 
 
-def _observe_bulk(t: Tallies, series: _ModelSeries, result: PredictionResult) -> None:
+def _observe_bulk(t: Tallies, series: _ModelSeries, prediction: Prediction) -> None:
     """The same figures for a larger request, bucketed in numpy before the lock is taken."""
-    predicted = result.probabilities.argmax(axis=1)
+    result = prediction.uncertainty
+    predicted = result.label_index
     classes = np.bincount(predicted, minlength=len(series.predictions)).tolist()
     rows = np.arange(len(predicted))
     widths = result.upper[rows, predicted] - result.lower[rows, predicted]
     width_counts = bucket_counts(series.interval_width.bounds, widths)
     size_counts = bucket_counts(series.set_size.bounds, result.prediction_sets.sum(axis=1))
-    wait = result.timings.get("queue_wait")
+    wait = prediction.queue_wait_s
     t.lock.acquire()
     try:
         for tally, count in zip(series.predictions, classes, strict=True):
             tally.count += count
         series.interval_width.add(*width_counts)
         series.set_size.add(*size_counts)
-        if wait is not None:
-            series.queue_wait.observe(wait)
+        series.queue_wait.observe(wait)
     finally:
         t.lock.release()
 
 
-def _record(served: PredictionServed) -> PredictionRecord:
+def _record(prediction: Prediction) -> PredictionRecord:
     from service.predlog import PredictionRecord
 
-    result = served.result
-    handle = result.handle
+    result = prediction.uncertainty
+    handle = prediction.handle
+    batch = prediction.request.batch
     return PredictionRecord(
-        logged_at=served.served_at,
-        request_id=served.request_id,
+        logged_at=prediction.served_at,
+        request_id=prediction.request_id,
         model=handle.name,
         version=handle.version,
-        protocol=served.protocol,
+        protocol=prediction.protocol,
         classes=handle.manifest.classes,
-        features=served.batch.columns,
-        numeric=(
-            None
-            if served.batch.numeric_block is None
-            else (served.batch.numeric_names, served.batch.numeric_block)
-        ),
+        features=batch.columns,
+        numeric=None if batch.numeric_block is None else (batch.numeric_names, batch.numeric_block),
         probabilities=result.probabilities,
         lower=result.lower,
         upper=result.upper,
         prediction_sets=result.prediction_sets,
         labels=result.labels,
-        confidence_level=result.confidence_level,
-        latency_s=served.latency_s,
+        confidence_level=prediction.request.confidence_level,
+        latency_s=prediction.latency_s,
     )

@@ -23,7 +23,7 @@ from service.bundle import (
     staged_bundle,
 )
 from service.bundle.manifest import SCHEMA_VERSION
-from service.http import create_app
+from service.http.app import create_app
 from service.settings import Settings
 from tests.service.conftest import (
     HTTP_TEST_SETTINGS,

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.batching import BatchObserver
+from service.batching import BatchingConfig, BatchObserver
 from service.bundle import CategoricalFeature, Feature, NumericFeature
-from service.http import create_app
+from service.http.app import create_app
 from service.http.lean import LeanApp
 from service.registry import ModelEvents, ModelRegistry
 from service.runtime import resolve_providers
@@ -276,11 +276,13 @@ def make_registry(
     poll_interval_s: float = 0.0,
     events: ModelEvents | None = None,
     batch_observers: Sequence[BatchObserver] = (),
-    **loader_args: Any,
+    **batching: Any,
 ) -> ModelRegistry:
-    """A registry over ``repository`` loading on CPU; ``loader_args`` go to VersionLoader."""
+    """A registry over ``repository`` loading on CPU; ``batching`` are BatchingConfig's."""
     loader = VersionLoader(
-        resolve_providers("cpu"), batch_observers=tuple(batch_observers), **loader_args
+        resolve_providers("cpu"),
+        BatchingConfig(**{"max_batch_size": 64, **batching}),
+        batch_observers=tuple(batch_observers),
     )
     return ModelRegistry(
         repository,

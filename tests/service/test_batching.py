@@ -10,11 +10,12 @@ from typing import TypeVar
 import numpy as np
 import pytest
 
-from service.batching import BatchOutput, BatchStats, DynamicBatcher
+from service.batching import BatchingConfig, BatchOutput, DynamicBatcher
 from service.runtime import LoadedModel, load_model
-from service.serving import ConformalCalibration, Uncertainty, derive_uncertainty
-from service.types import FeatureBatch
+from service.serving import ConformalCalibration, derive_uncertainty
+from service.types import FeatureBatch, Uncertainty
 from tests.service.conftest import BundleFactory
+from tests.service.support import Recorder, rows
 
 T = TypeVar("T")
 
@@ -29,26 +30,6 @@ def model(bundle_factory: BundleFactory) -> LoadedModel:
     return load_model(bundle_factory("toy"))
 
 
-def rows(n: int, seed: int) -> FeatureBatch:
-    """``n`` random raw rows for the test features, missing values included."""
-    rng = np.random.default_rng(seed)
-    x1 = rng.normal(size=(n, 1)).astype(np.float32)
-    x1[rng.random((n, 1)) < 0.2] = np.nan
-    x2 = rng.normal(5, 2, size=(n, 1)).astype(np.float32)
-    colour = rng.choice(["blue", "green", "red", "purple", ""], size=(n, 1)).astype(object)
-    return FeatureBatch({"x1": x1, "x2": x2, "colour": colour}, n)
-
-
-class Recorder:
-    """A batch observer that keeps every BatchStats."""
-
-    def __init__(self) -> None:
-        self.stats: list[BatchStats] = []
-
-    def __call__(self, stats: BatchStats) -> None:
-        self.stats.append(stats)
-
-
 def test_concurrent_requests_of_many_sizes_get_their_own_rows_in_order(model: LoadedModel) -> None:
     sizes = [1, 3, 1, 7, 2, 1, 16, 1, 5, 40, 1, 2, 9, 1, 1, 4] * 4
     batches = [rows(n, seed) for seed, n in enumerate(sizes)]
@@ -56,7 +37,9 @@ def test_concurrent_requests_of_many_sizes_get_their_own_rows_in_order(model: Lo
 
     async def scenario() -> list[np.ndarray]:
         batcher = DynamicBatcher(
-            model.run, max_batch_size=16, max_queue_delay_us=5_000, observers=[recorder]
+            model.run,
+            BatchingConfig(max_batch_size=16, max_queue_delay_us=5_000),
+            observers=[recorder],
         )
         try:
             return await asyncio.gather(*(batcher.submit(b) for b in batches))
@@ -85,7 +68,9 @@ def test_max_batch_size_cuts_full_batches_without_waiting_for_the_delay(
 
     async def scenario() -> tuple[float, list[np.ndarray]]:
         batcher = DynamicBatcher(
-            model.run, max_batch_size=4, max_queue_delay_us=300_000, observers=[recorder]
+            model.run,
+            BatchingConfig(max_batch_size=4, max_queue_delay_us=300_000),
+            observers=[recorder],
         )
         started = time.perf_counter()
         tasks = [asyncio.ensure_future(batcher.submit(b)) for b in batches]
@@ -109,7 +94,7 @@ def test_delay_zero_runs_every_request_alone(model: LoadedModel) -> None:
 
     async def scenario() -> list[np.ndarray]:
         batcher = DynamicBatcher(
-            model.run, max_batch_size=4, max_queue_delay_us=0, observers=[recorder]
+            model.run, BatchingConfig(max_batch_size=4, max_queue_delay_us=0), observers=[recorder]
         )
         assert not batcher.batching
         out = await asyncio.gather(*(batcher.submit_timed(b) for b in batches))
@@ -135,7 +120,9 @@ def test_a_failing_run_fails_only_the_request_that_causes_it_and_the_batcher_kee
 
     async def scenario() -> list[object]:
         batcher = DynamicBatcher(
-            model.run, max_batch_size=2, max_queue_delay_us=200_000, observers=[recorder]
+            model.run,
+            BatchingConfig(max_batch_size=2, max_queue_delay_us=200_000),
+            observers=[recorder],
         )
         # Batch 1 = poisoned + good[1]; batch 2 = good[2] + good[3].
         outcomes = await asyncio.gather(
@@ -170,7 +157,9 @@ def test_cancelled_callers_do_not_break_the_batch(model: LoadedModel) -> None:
     batches = [rows(2, seed) for seed in range(6)]
 
     async def scenario() -> list[np.ndarray | None]:
-        batcher = DynamicBatcher(model.run, max_batch_size=64, max_queue_delay_us=50_000)
+        batcher = DynamicBatcher(
+            model.run, BatchingConfig(max_batch_size=64, max_queue_delay_us=50_000)
+        )
         tasks = [asyncio.ensure_future(batcher.submit(b)) for b in batches]
         await asyncio.sleep(0.005)  # all queued, none run yet
         tasks[1].cancel()
@@ -196,7 +185,9 @@ def test_close_drains_queued_requests_and_later_requests_still_run(model: Loaded
     batches = [rows(3, seed) for seed in range(5)]
 
     async def scenario() -> list[np.ndarray]:
-        batcher = DynamicBatcher(model.run, max_batch_size=64, max_queue_delay_us=100_000)
+        batcher = DynamicBatcher(
+            model.run, BatchingConfig(max_batch_size=64, max_queue_delay_us=100_000)
+        )
         tasks = [asyncio.ensure_future(batcher.submit(b)) for b in batches[:4]]
         await asyncio.sleep(0)
         await batcher.close()  # must not wait the full delay nor drop the queued requests
@@ -210,9 +201,9 @@ def test_close_drains_queued_requests_and_later_requests_still_run(model: Loaded
 
 def test_invalid_settings_are_refused(model: LoadedModel) -> None:
     with pytest.raises(ValueError, match="max_batch_size"):
-        DynamicBatcher(model.run, max_batch_size=0)
+        DynamicBatcher(model.run, BatchingConfig(max_batch_size=0))
     with pytest.raises(ValueError, match="max_queue_delay_us"):
-        DynamicBatcher(model.run, max_queue_delay_us=-1)
+        DynamicBatcher(model.run, BatchingConfig(max_queue_delay_us=-1))
 
 
 def test_derived_results_are_cut_per_request_and_a_bad_level_fails_only_its_requests(
@@ -235,7 +226,7 @@ def test_derived_results_are_cut_per_request_and_a_bad_level_fails_only_its_requ
 
     async def scenario() -> list[object]:
         batcher = DynamicBatcher(
-            model.run, max_batch_size=64, max_queue_delay_us=50_000, derive=derive
+            model.run, BatchingConfig(max_batch_size=64, max_queue_delay_us=50_000), derive=derive
         )
         out = await asyncio.gather(
             *(batcher.submit_timed(b, level) for b, level in requests), return_exceptions=True

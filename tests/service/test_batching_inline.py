@@ -9,17 +9,17 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from service.batching import DynamicBatcher
+from service.batching import BatchingConfig, DynamicBatcher
 from service.batching.batcher import INLINE_MAX_ROWS
-from service.load import ACTIVE_REQUESTS
 from service.runtime import LoadedModel, load_model
 from tests.service.conftest import BundleFactory
-from tests.service.test_batching import Recorder, rows
+from tests.service.support import Recorder, rows
 
 
 @pytest.fixture
@@ -48,8 +48,25 @@ class ThreadLog:
 LOOP = threading.main_thread().name
 
 
-def batcher(log: ThreadLog, inline_s: float, **kwargs: object) -> DynamicBatcher[object]:
-    return DynamicBatcher(log, max_queue_delay_us=1, inline_max_s=inline_s, **kwargs)  # type: ignore[arg-type]
+class Held:
+    """What the HTTP server would count: the requests it holds now."""
+
+    def __init__(self, active: int = 0) -> None:
+        self.active = active
+
+
+def batcher(
+    log: ThreadLog,
+    inline_s: float,
+    *,
+    max_batch_size: int = 256,
+    requests: Held | None = None,
+    **kwargs: Any,
+) -> DynamicBatcher[object]:
+    config = BatchingConfig(
+        max_batch_size=max_batch_size, max_queue_delay_us=1, inline_max_us=round(inline_s * 1e6)
+    )
+    return DynamicBatcher(log, config, requests=requests, **kwargs)
 
 
 def test_a_lone_small_request_runs_on_the_loop_once_the_model_is_measured_fast(
@@ -157,8 +174,8 @@ def test_an_inline_failure_fails_only_that_request_and_is_counted(model: LoadedM
 
 
 def test_inline_budget_must_not_be_negative(model: LoadedModel) -> None:
-    with pytest.raises(ValueError, match="inline_max_s"):
-        DynamicBatcher(model.run, inline_max_s=-1.0)
+    with pytest.raises(ValueError, match="inline_max_us"):
+        DynamicBatcher(model.run, BatchingConfig(inline_max_us=-1))
 
 
 def test_requests_arriving_together_at_an_idle_version_batch_instead_of_each_running_alone(
@@ -208,16 +225,15 @@ def test_a_request_cancelled_while_waiting_to_run_inline_is_not_run(model: Loade
 
 
 def test_when_the_server_holds_only_this_request_it_runs_inline_without_waiting(
-    model: LoadedModel, monkeypatch: pytest.MonkeyPatch
+    model: LoadedModel,
 ) -> None:
     # The HTTP protocol counts the requests it holds; one means nobody can join, so the pass
     # of the loop is not waited for (here: requests submitted together, as if the count held).
-    monkeypatch.setattr(ACTIVE_REQUESTS, "active", 1)
     log = ThreadLog(model.run)
     recorder = Recorder()
 
     async def scenario() -> None:
-        b = batcher(log, 1.0, observers=[recorder], max_batch_size=64)
+        b = batcher(log, 1.0, observers=[recorder], max_batch_size=64, requests=Held(1))
         await b.submit(rows(1, 0))  # measured fast
         await asyncio.gather(*(b.submit(rows(1, seed)) for seed in range(1, 4)))
         await b.close()

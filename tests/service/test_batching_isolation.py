@@ -16,10 +16,10 @@ import pytest
 from numpy.typing import NDArray
 from onnx import TensorProto, helper
 
-from service.batching import BatchOutput, BatchStats, DynamicBatcher
+from service.batching import BatchingConfig, BatchOutput, BatchStats, DynamicBatcher
 from service.runtime import LoadedModel, load_model
-from service.serving import ConformalCalibration, Uncertainty, derive_uncertainty
-from service.types import FeatureBatch
+from service.serving import ConformalCalibration, derive_uncertainty
+from service.types import FeatureBatch, Uncertainty
 from tests.service.conftest import BundleFactory
 
 POISON = "\ud800"  # a lone surrogate: valid in a Python str, not encodable as UTF-8
@@ -99,7 +99,9 @@ def test_poisoned_requests_fail_alone_and_their_batch_mates_get_their_own_rows(
 
     async def scenario() -> list[object]:
         batcher: DynamicBatcher[Uncertainty] = DynamicBatcher(
-            echo, max_batch_size=64, max_queue_delay_us=delay_us, observers=[recorder]
+            echo,
+            BatchingConfig(max_batch_size=64, max_queue_delay_us=delay_us),
+            observers=[recorder],
         )
         out = await asyncio.gather(*(batcher.submit(r) for r in requests), return_exceptions=True)
         after = await batcher.submit(echo_request(70, 2))  # the batcher keeps working
@@ -141,7 +143,7 @@ def test_a_cancelled_caller_of_a_failed_batch_is_not_run_again() -> None:
 
     async def scenario() -> tuple[object, object]:
         batcher: DynamicBatcher[Uncertainty] = DynamicBatcher(
-            echo, max_batch_size=64, max_queue_delay_us=50_000
+            echo, BatchingConfig(max_batch_size=64, max_queue_delay_us=50_000)
         )
         good = asyncio.ensure_future(batcher.submit(echo_request(0, 2)))
         gone = asyncio.ensure_future(batcher.submit(echo_request(10, 5)))
@@ -194,7 +196,7 @@ def test_a_mixed_batch_through_a_bundle_model_fails_only_the_poisoned_request(
 
     async def scenario() -> list[object]:
         batcher = DynamicBatcher(
-            model.run, max_batch_size=64, max_queue_delay_us=100_000, derive=derive
+            model.run, BatchingConfig(max_batch_size=64, max_queue_delay_us=100_000), derive=derive
         )
         out: list[object] = await asyncio.gather(
             *(batcher.submit_timed(b, level) for b, level in requests), return_exceptions=True

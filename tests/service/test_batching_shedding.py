@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from service.batching import DynamicBatcher, ShedStats
+from service.batching import BatchingConfig, DynamicBatcher, ShedStats
 from service.errors import DeadlineExceeded, Overloaded
-from service.serving import Uncertainty
-from service.types import FeatureBatch
+from service.types import FeatureBatch, Uncertainty
 
 T = TypeVar("T")
 
@@ -54,8 +53,10 @@ def request(first: int, n: int) -> FeatureBatch:
 def batcher_for(
     gated: Gated, shed: list[ShedStats], **settings: Any
 ) -> DynamicBatcher[Uncertainty]:
-    """A batcher over ``gated`` for model m version 1 whose shed events go to ``shed``."""
-    return DynamicBatcher(gated, model="m", version=1, shed_observers=[shed.append], **settings)
+    """A batcher over ``gated`` for model m version 1 whose shed events go to ``shed``;
+    ``settings`` are BatchingConfig's."""
+    config = BatchingConfig(**settings)
+    return DynamicBatcher(gated, config, model="m", version=1, shed_observers=[shed.append])
 
 
 async def worker_busy(gated: Gated) -> None:
@@ -174,7 +175,7 @@ def test_a_queued_request_past_its_deadline_is_answered_while_the_worker_is_busy
 
     async def scenario() -> tuple[object, object]:
         batcher = batcher_for(
-            gated, shed, max_batch_size=2, max_queue_delay_us=1_000, deadline_s=DEADLINE_S
+            gated, shed, max_batch_size=2, max_queue_delay_us=1_000, max_queue_wait_s=DEADLINE_S
         )
         running = asyncio.ensure_future(batcher.submit(request(0, 2)))
         await worker_busy(gated)
@@ -209,7 +210,7 @@ def test_without_batching_a_request_waiting_for_the_worker_expires_uncomputed() 
     gated, shed = Gated(), list[ShedStats]()
 
     async def scenario() -> tuple[object, object]:
-        batcher = batcher_for(gated, shed, max_queue_delay_us=0, deadline_s=DEADLINE_S)
+        batcher = batcher_for(gated, shed, max_queue_delay_us=0, max_queue_wait_s=DEADLINE_S)
         running = asyncio.ensure_future(batcher.submit(request(0, 1)))
         await worker_busy(gated)
         with pytest.raises(DeadlineExceeded):
@@ -231,7 +232,7 @@ def test_a_caller_cancelled_while_waiting_for_the_worker_is_dropped_not_counted(
     gated, shed = Gated(), list[ShedStats]()
 
     async def scenario() -> None:
-        batcher = batcher_for(gated, shed, max_queue_delay_us=0, deadline_s=DEADLINE_S)
+        batcher = batcher_for(gated, shed, max_queue_delay_us=0, max_queue_wait_s=DEADLINE_S)
         running = asyncio.ensure_future(batcher.submit(request(0, 1)))
         await worker_busy(gated)
         waiting = asyncio.ensure_future(batcher.submit(request(10, 1)))
@@ -250,11 +251,11 @@ def test_a_caller_cancelled_while_waiting_for_the_worker_is_dropped_not_counted(
 def test_invalid_shedding_settings_are_refused() -> None:
     gated = Gated()
     with pytest.raises(ValueError, match="max_queued_rows"):
-        DynamicBatcher(gated, max_queued_rows=0)
-    with pytest.raises(ValueError, match="deadline_s"):
-        DynamicBatcher(gated, deadline_s=0)
+        DynamicBatcher(gated, BatchingConfig(max_queued_rows=0))
+    with pytest.raises(ValueError, match="max_queue_wait_s"):
+        DynamicBatcher(gated, BatchingConfig(max_queue_wait_s=0))
     with pytest.raises(ValueError, match="retry_after_s"):
-        DynamicBatcher(gated, retry_after_s=-1)
+        DynamicBatcher(gated, BatchingConfig(retry_after_s=-1))
 
 
 def test_a_request_expired_when_its_batch_is_cut_is_never_computed() -> None:
@@ -268,7 +269,7 @@ def test_a_request_expired_when_its_batch_is_cut_is_never_computed() -> None:
     async def scenario() -> tuple[BaseException | None, object]:
         loop = asyncio.get_running_loop()
         batcher = batcher_for(
-            gated, shed, max_batch_size=2, max_queue_delay_us=5_000_000, deadline_s=deadline_s
+            gated, shed, max_batch_size=2, max_queue_delay_us=5_000_000, max_queue_wait_s=deadline_s
         )
         old = asyncio.ensure_future(batcher.submit(request(0, 1)))
         await asyncio.sleep(0.7 * deadline_s)  # queued; the consumer waits for a full batch

@@ -14,7 +14,8 @@ from service.bundle import Manifest, read_manifest
 from service.codecs.records import decode_predict_request, encode_predict_response
 from service.codecs.v2 import decode_infer_request, encode_infer_response
 from service.errors import InvalidInput
-from service.types import ModelHandle, PredictionResult
+from service.types import FeatureBatch, InferenceRequest, ModelHandle, Prediction
+from tests.service.predictions import prediction_of
 
 
 @pytest.fixture
@@ -23,7 +24,8 @@ def manifest(bundle_repository: Path) -> Manifest:
 
 
 def _native(manifest: Manifest, payload: Any, max_rows: int = 10) -> Any:
-    return decode_predict_request(payload, manifest, max_rows=max_rows, default_level=0.9)
+    request = decode_predict_request(payload, manifest, max_rows=max_rows, default_level=0.9)
+    return request.batch, request.confidence_level
 
 
 ROW = {"x1": 1.5, "x2": 3, "colour": "red"}
@@ -280,22 +282,23 @@ def test_v2_malformed_json(manifest: Manifest) -> None:
         decode_infer_request(b"{nope", None, manifest, max_rows=10, default_level=0.95)
 
 
-def _result(manifest: Manifest) -> PredictionResult:
+def _result(manifest: Manifest, request: InferenceRequest | None = None) -> Prediction:
     handle = ModelHandle(name="toy", version=1, manifest=manifest, provider="CPUExecutionProvider")
     p = np.array([[0.2, 0.7, 0.1], [0.5, 0.25, 0.25]])
-    return PredictionResult(
-        handle=handle,
-        confidence_level=0.9,
-        probabilities=p,
+    batch = request.batch if request is not None else FeatureBatch({}, 2)
+    return prediction_of(
+        handle,
+        batch,
+        p,
         lower=p - 0.05,
         upper=p + 0.05,
         prediction_sets=np.array([[False, True, False], [True, True, True]]),
-        labels=["yes", "no"],
+        request=request,
     )
 
 
 def test_native_encoder_shape(manifest: Manifest) -> None:
-    body = encode_predict_response(_result(manifest), "rid")
+    body = encode_predict_response(_result(manifest))
     assert body["model"] == "toy"
     assert body["version"] == 1
     assert body["request_id"] == "rid"
@@ -326,7 +329,7 @@ def test_v2_encoder_binary_and_json(manifest: Manifest) -> None:
             ],
         },
     )
-    body, header_length = encode_infer_response(_result(manifest), req, "rid")
+    body, header_length = encode_infer_response(_result(manifest, req))
     assert header_length is not None
     header = orjson.loads(body[:header_length])
     assert header["id"] == "rid"
@@ -335,3 +338,15 @@ def test_v2_encoder_binary_and_json(manifest: Manifest) -> None:
     assert body[header_length:] == b"\x03\x00\x00\x00yes\x02\x00\x00\x00no"
     assert probs["shape"] == [2, 3]
     assert probs["data"] == pytest.approx([0.2, 0.7, 0.1, 0.5, 0.25, 0.25])
+
+
+@pytest.mark.parametrize("level", [0.0, 0.49, 0.9991, 1.0, float("nan")])
+def test_a_confidence_level_outside_the_range_is_refused_by_both_codecs(
+    manifest: Manifest, level: float
+) -> None:
+    # The codecs are the one place the level is checked: the pipeline trusts what they decoded.
+    with pytest.raises(InvalidInput, match="confidence_level"):
+        _native(manifest, {"instances": [ROW], "confidence_level": level})
+    if level == level:  # JSON has no NaN: a V2 body cannot carry one
+        with pytest.raises(InvalidInput, match="confidence_level"):
+            _v2(manifest, {"inputs": _inputs(), "parameters": {"confidence_level": level}})

@@ -278,7 +278,7 @@ def flag_manifest(manifest: Manifest) -> Manifest:
 def test_json_booleans_become_the_text_the_trainer_stored(flag_manifest: Manifest) -> None:
     body = '{"instances": [{"x1": 1, "x2": 2, "colour": true}, {"x1": 1, "x2": 2, "colour": false},'
     body += ' {"x1": 1, "x2": 2, "colour": null}, {"x1": 1, "x2": 2, "colour": "True"}]}'
-    batch, _ = _native(flag_manifest, body)
+    batch = _native(flag_manifest, body).batch
     assert batch.columns["colour"][:, 0].tolist() == ["True", "False", "", "True"]
     request = _v2(flag_manifest, '{"inputs": ' + _inputs(colour="false, true") + "}")
     assert request.batch.columns["colour"][:, 0].tolist() == ["False", "True"]

@@ -133,14 +133,12 @@ def test_native_any_value_in_any_field(model: LoadedModel, data: Any, value: Any
     path = data.draw(st.sampled_from(_paths(NATIVE)), label="path")
     body = _body(_replace(NATIVE, path, value))
     try:
-        batch, level = decode_predict_request(
-            load_json(body), manifest, max_rows=10, default_level=0.9
-        )
+        native = decode_predict_request(load_json(body), manifest, max_rows=10, default_level=0.9)
     except InvalidInput as error:
         _refused(error)
         return
-    assert 0.5 <= level <= 0.999
-    _check(batch, model)
+    assert 0.5 <= native.confidence_level <= 0.999
+    _check(native.batch, model)
 
 
 @PROPERTY_SETTINGS
@@ -173,10 +171,10 @@ def test_an_extra_key_in_every_object(model: LoadedModel, value: Any, key: str) 
 
     manifest = model.manifest
     try:
-        batch, _ = decode_predict_request(
+        native = decode_predict_request(
             load_json(_body(widen(NATIVE))), manifest, max_rows=10, default_level=0.9
         )
-        _check(batch, model)
+        _check(native.batch, model)
     except InvalidInput as error:
         _refused(error)
     try:

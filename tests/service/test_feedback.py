@@ -17,8 +17,7 @@ from tests.service.conftest import (
     ServiceFactory,
     start_live_server,
 )
-from tests.service.test_http_routes import ROW
-from tests.service.test_metrics import samples, value
+from tests.service.support import ROW, samples, value
 
 
 def window(url: str, rows: int, *, labelled: int = 0, timeout_s: float = 15.0) -> pd.DataFrame:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from service.http.ids import MAX_LENGTH, usable_request_id
 from service.http.public import public_reason
 from service.readiness import is_ready
+from service.request_ids import MAX_LENGTH, usable_request_id
 from service.types import IndexEntry, ModelState
 from tests.service.conftest import (
     ADMIN_TOKEN,

@@ -320,25 +320,21 @@ def test_wrong_method_on_a_hot_path_is_405_json(service: InProcessService) -> No
     response = service.get("/v1/models/toy/predict")
     assert response.status_code == 405
     assert response.json()["type"] == "method_not_allowed"
+    assert response.headers["allow"] == "POST"
 
 
 def test_unexpected_error_is_500_with_request_id_and_service_survives(
-    service: InProcessService, caplog: pytest.LogCaptureFixture
+    service: InProcessService, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dataplane = service.app.state.dataplane
-    real_infer = dataplane.infer
+    pipeline = service.app.server.pipeline
 
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("simulated bug in the runtime")
 
-    dataplane.infer = broken  # type: ignore[method-assign]
-    try:
-        response = service.post(
-            "/v1/models/toy/predict", json=GOOD, headers={"x-request-id": "boom"}
-        )
-        v2 = service.post("/v2/models/toy/infer", json=_v2_body(ROWS))
-    finally:
-        dataplane.infer = real_infer  # type: ignore[method-assign]
+    monkeypatch.setattr(pipeline, "predict", broken)
+    response = service.post("/v1/models/toy/predict", json=GOOD, headers={"x-request-id": "boom"})
+    v2 = service.post("/v2/models/toy/infer", json=_v2_body(ROWS))
+    monkeypatch.undo()
     assert response.status_code == 500
     body = response.json()
     assert body["request_id"] == "boom"

@@ -19,8 +19,8 @@ import uvloop
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from service.http_protocol import ConnectionLimits, HardenedProtocol
-from service.load import ACTIVE_REQUESTS
+from service.http.connections import ConnectionCounters
+from service.http.protocol import ConnectionLimits, HardenedProtocol
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -86,12 +86,25 @@ class _CountingLoop(uvloop.Loop):
         return super().call_later(delay, callback, *args, **kw)
 
 
+class _WithCounters:
+    """An app carrying its process's counters, as the service's front does."""
+
+    def __init__(self, app: App) -> None:
+        self.inner = app
+        self.counters = ConnectionCounters()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.inner(scope, receive, send)
+
+
 class _Harness:
     """A HardenedProtocol serving ``app`` on one end of a socket pair; the test holds the other."""
 
     def __init__(self, app: App) -> None:
         self.loop = _CountingLoop()
-        config = Config(app=app, lifespan="off", access_log=False, log_level="warning")
+        self.app = _WithCounters(app)
+        # uvicorn wraps the app in its proxy-headers middleware: the counters are found inside.
+        config = Config(app=self.app, lifespan="off", access_log=False, log_level="warning")
         config.load()
         self.protocol: HardenedProtocol | None = None
         self.transport: _CountingTransport | None = None
@@ -187,10 +200,11 @@ def test_a_request_read_whole_arms_no_deadline_and_a_partial_one_keeps_its_first
 
 @pytest.mark.parametrize("harness", [_streamed], indirect=True)
 def test_requests_count_as_active_from_their_task_to_the_apps_return(harness: _Harness) -> None:
-    before = ACTIVE_REQUESTS.active
+    counters = harness.app.counters
+    assert harness.protocol is not None and harness.protocol.counters is counters
     harness.client.sendall(REQUEST)
     harness.run(0.1)  # the app is mid-answer (its body comes at 0.5 s)
-    assert ACTIVE_REQUESTS.active == before + 1
+    assert counters.active == 1
     harness.run(0.6)
     assert harness.transport is not None and harness.transport.sends[-1] == b"late"
-    assert ACTIVE_REQUESTS.active == before
+    assert counters.active == 0

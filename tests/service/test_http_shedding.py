@@ -11,8 +11,7 @@ from pydantic import ValidationError
 
 from service.settings import Settings
 from tests.service.conftest import ServiceFactory
-from tests.service.test_http_routes import ROW
-from tests.service.test_metrics import samples, value
+from tests.service.support import ROW, samples, value
 
 
 def test_a_full_queue_sheds_with_retry_after(

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.http_protocol import ConnectionLimits, body_deadline_s
+from service.http.protocol import ConnectionLimits, body_deadline_s
 from tests.service.conftest import LiveServer, start_live_server, write_test_bundle
 
 LIMIT = 64 * 1024

@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from service.telemetry.metrics import LATENCY_BUCKETS, MULTIPROC_ENV
@@ -22,28 +21,13 @@ from tests.service.conftest import (
     ServiceFactory,
     start_live_server,
 )
-from tests.service.test_http_routes import ROW
-from tests.service.test_registry import corrupt
+from tests.service.support import ROW, corrupt, samples, value
 
 ROWS = [
     {"x1": 0.3, "x2": 4.0, "colour": "red"},
     {"x1": -1.2, "x2": None, "colour": "blue"},
     {"x1": 2.5, "x2": 8.0, "colour": "purple"},
 ]
-
-
-def samples(text: str) -> list[Sample]:
-    """Every sample of an exposition text."""
-    return [s for family in text_string_to_metric_families(text) for s in family.samples]
-
-
-def value(found: list[Sample], name: str, **labels: str) -> float:
-    """The sum of the samples called ``name`` whose labels include ``labels``."""
-    return sum(
-        s.value
-        for s in found
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    )
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ on a bound belongs to that bucket).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import subprocess
@@ -25,7 +26,7 @@ from prometheus_client.samples import Sample
 
 from service.batching import BatchStats
 from service.bundle.manifest import Manifest
-from service.telemetry.events import PredictionServed, RequestDone
+from service.telemetry.events import RequestDone
 from service.telemetry.metrics import (
     LATENCY_BUCKETS,
     MULTIPROC_ENV,
@@ -37,8 +38,9 @@ from service.telemetry.metrics import (
 )
 from service.telemetry.recorder import ServiceTelemetry
 from service.telemetry.tallies import Tallies
-from service.types import FeatureBatch, ModelHandle, PredictionResult
-from tests.service.test_metrics import samples, value
+from service.types import FeatureBatch, ModelHandle, Prediction
+from tests.service.predictions import prediction_of
+from tests.service.support import samples, value
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["no", "yes", "maybe"]
@@ -129,7 +131,7 @@ def handle() -> ModelHandle:
 ROWS = [(1, 0.01, 0), (0, 0.011, 1), (1, 1.0, 3)]
 
 
-def served(tile: int) -> PredictionServed:
+def served(tile: int) -> Prediction:
     """A request of ROWS repeated ``tile`` times, queue wait 50 us."""
     rows = ROWS * tile
     n = len(rows)
@@ -141,18 +143,11 @@ def served(tile: int) -> PredictionServed:
         probabilities[i, k] = 0.8
         upper[i, k] = width
         sets[i, :size] = True
-    result = PredictionResult(
-        handle=handle(),
-        confidence_level=0.9,
-        probabilities=probabilities,
-        lower=lower,
-        upper=upper,
-        prediction_sets=sets,
-        labels=[CLASSES[k] for k, _, _ in rows],
-        timings={"queue_wait": 50e-6},
-    )
     batch = FeatureBatch(columns={"x1": np.zeros((n, 1), dtype=np.float32)}, rows=n)
-    return PredictionServed(batch, result, "rid", "v1", time.time(), 0.001)
+    prediction = prediction_of(
+        handle(), batch, probabilities, lower=lower, upper=upper, prediction_sets=sets
+    )
+    return dataclasses.replace(prediction, queue_wait_s=50e-6, served_at=time.time())
 
 
 def test_predictions_and_batches_fold_into_the_hand_counted_buckets() -> None:

@@ -43,6 +43,7 @@ from service.predlog.reader import BASE_COLUMNS, read_window
 from service.predlog.record import FeedbackRecord
 from service.predlog.spool import BATCH_ID, SpoolFile, read_spool
 from tests.pg_support import PostgresServer, running_postgres
+from tests.service.predlog_support import segment_rows, segments, spools, torn_spool
 
 DAY = 86400.0
 TYPES: dict[str, Any] = {"x": "numeric", "c": "categorical"}
@@ -92,20 +93,6 @@ class Outcomes:
     def __call__(self, outcome: str, rows: int) -> None:
         with self._lock:
             self.counts[outcome] += rows
-
-
-def segments(root: Path) -> list[Path]:
-    """The prediction segments of a Parquet log (feedback and dot files left out)."""
-    return sorted(p for p in root.rglob("part-*.parquet") if "_feedback" not in p.parts)
-
-
-def segment_rows(root: Path) -> int:
-    """Rows in the sealed prediction segments, read from the files' own metadata."""
-    return sum(pq.read_metadata(p).num_rows for p in segments(root))
-
-
-def spools(directory: Path, prefix: str = "segment-") -> list[Path]:
-    return sorted(directory.glob(f"{prefix}*.arrows"))
 
 
 def parquet_log(tmp_path: Path, **kwargs: Any) -> tuple[PredictionLog, Path]:
@@ -574,23 +561,6 @@ def test_a_stream_is_written_in_gathered_batches(
 
 
 # -- spools: dead and live processes, torn tails ------------------------------------------------
-
-
-def torn_spool(path: Path, batches: list[pa.RecordBatch], schema: pa.Schema) -> int:
-    """A spool as a killed process leaves it: every batch but the last complete, the last
-    cut in half, no end-of-stream marker, no lock. The rows of the complete batches."""
-    scratch = path.parent.parent / f"scratch-{uuid.uuid4().hex}{path.suffix}"
-    writer = SpoolFile(scratch, schema)
-    ends = []
-    for k, batch in enumerate(batches):
-        writer.append(batch, f"dead-{k}")
-        ends.append(scratch.stat().st_size)
-    writer.close()
-    data = scratch.read_bytes()
-    scratch.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data[: (ends[-2] + ends[-1]) // 2])
-    return sum(b.num_rows for b in batches[:-1])
 
 
 def test_dead_process_spool_is_sealed_once_and_a_torn_last_batch_skipped(

@@ -28,7 +28,7 @@ from service.predlog.layout import file_metadata
 from service.predlog.reader import read_window
 from service.predlog.spool import read_spool
 from tests.pg_support import PostgresServer, running_postgres
-from tests.service.test_predlog import segment_rows, segments, spools, torn_spool
+from tests.service.predlog_support import segment_rows, segments, spools, torn_spool
 
 pytestmark = pytest.mark.slow
 

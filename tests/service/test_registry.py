@@ -12,13 +12,13 @@ from typing import TypeVar
 import numpy as np
 import pytest
 
-from service.bundle import MODEL_FILE, bundle_path
+from service.bundle import bundle_path
 from service.errors import ModelLoadError, ModelNotFound, ModelNotReady
 from service.runtime import load_model
 from service.types import ModelHandle, ModelState
 from service.version_policy import VersionPolicy
 from tests.service.conftest import BundleFactory, make_registry, write_test_bundle
-from tests.service.test_batching import rows
+from tests.service.support import corrupt, rows
 
 T = TypeVar("T")
 
@@ -26,13 +26,6 @@ T = TypeVar("T")
 def run(scenario: Callable[[], Awaitable[T]]) -> T:
     """Run one async scenario in a fresh event loop."""
     return asyncio.run(scenario())  # type: ignore[arg-type]
-
-
-def corrupt(bundle: Path) -> None:
-    """Flip the last byte of model.onnx: the sha256 check must refuse the bundle."""
-    data = bytearray((bundle / MODEL_FILE).read_bytes())
-    data[-1] ^= 0xFF
-    (bundle / MODEL_FILE).write_bytes(bytes(data))
 
 
 def publish_corrupt_version(repository: Path, name: str, tmp: Path, seed: int) -> Path:

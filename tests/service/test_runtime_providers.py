@@ -107,10 +107,9 @@ def test_bundle_runs_on_cuda_where_a_device_exists(bundle_factory: BundleFactory
     """
     if not cuda_device_usable():
         pytest.skip(NO_GPU_REASON)
-    from service.dataplane import DataPlane
-    from service.registry import ModelRegistry
-    from service.serving import VersionLoader
-    from service.types import FeatureBatch
+    from service.server import Server
+    from service.settings import Settings
+    from service.types import FeatureBatch, InferenceRequest
 
     bundle = bundle_factory("toy")
     model = load_model(bundle, providers=resolve_providers("cuda"))
@@ -118,19 +117,22 @@ def test_bundle_runs_on_cuda_where_a_device_exists(bundle_factory: BundleFactory
     columns = graph_columns(model.manifest.features, model.manifest.sample.inputs)
     np.testing.assert_allclose(model.run(columns), model.manifest.sample.outputs, atol=1e-4)
 
-    async def through_the_data_plane() -> str:
-        loader = VersionLoader(resolve_providers("auto"))
-        plane = DataPlane(ModelRegistry(bundle.parent.parent, loader))
-        await plane.start()
+    async def through_the_pipeline() -> str:
+        settings = Settings(
+            model_repository=bundle.parent.parent, providers="auto", prediction_log_url="none"
+        )
+        server = Server(settings)
+        await server.start()
         try:
-            handle = plane.resolve("toy")
-            result = await plane.infer(handle, FeatureBatch(columns, 4), 0.9)
-            assert np.allclose(result.probabilities.sum(axis=1), 1.0)
+            handle = server.pipeline.resolve("toy")
+            request = InferenceRequest(FeatureBatch(columns, 4), 0.9)
+            result = await server.pipeline.predict(handle, request, "r", "v1", 0.0)
+            assert np.allclose(result.uncertainty.probabilities.sum(axis=1), 1.0)
             return handle.provider
         finally:
-            await plane.stop()
+            await server.stop()
 
-    assert asyncio.run(through_the_data_plane()) == CUDA
+    assert asyncio.run(through_the_pipeline()) == CUDA
 
 
 def _cuda_then_cpu(*, explicit: bool) -> ExecutionProviders:

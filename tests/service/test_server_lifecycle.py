@@ -120,7 +120,7 @@ def test_a_repository_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
 def test_a_serving_process_maps_no_scipy_pandas_arrow_dataset_or_torch(
     live_server: LiveServer,
 ) -> None:
-    # Start-up CPU and memory (issue: <= 200 MiB, ready in under 1 s of its own time): the
+    # Start-up budget: at most 200 MiB and ready within 1 s of the server's own CPU time. The
     # Student t quantile is solved in service.uncertainty, because importing scipy.special was a
     # third of start-up. Predictions at two levels run the whole uncertainty step first; an
     # imported package's compiled libraries then show in the process's memory map.

@@ -23,10 +23,11 @@ discards up to ``linger_bytes`` more for at most ``linger_s``, then closes
 (docs/architecture.md, "Request path").
 
 The limits travel as a picklable dataclass bound with :func:`functools.partial`, so ``--workers
-N`` (uvicorn spawns fresh interpreters) gets the same protocol. This module lives outside
-``service.http`` and imports nothing of the service at run time: a worker unpickles it before it
-answers uvicorn's 5 s start-up health check, and importing the app there (numpy, ONNX Runtime)
-got workers killed on a busy machine.
+N`` (uvicorn spawns fresh interpreters) gets the same protocol. The counts it keeps go to the
+counters of the app it serves (``service.http.connections``), found once per connection. This
+module imports nothing of the service but those counters at run time: a worker unpickles it
+before it answers uvicorn's 5 s start-up health check, and importing the app there (numpy, ONNX
+Runtime) got workers killed on a busy machine.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from service.load import ACTIVE_REQUESTS, CONNECTION_FAULTS
+from service.http.connections import ConnectionCounters, counters_of
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -122,7 +123,7 @@ class _CycleTransport:
             self._flush_soon.cancel()
             self._flush_soon = None
         if self._transport.is_closing():
-            CONNECTION_FAULTS.client_gone += 1
+            self._protocol.counters.client_gone += 1
             return
         self._transport.writelines((held, data))  # one writev, no copy
 
@@ -135,7 +136,7 @@ class _CycleTransport:
                 self._flush_soon.cancel()
                 self._flush_soon = None
             if self._transport.is_closing():
-                CONNECTION_FAULTS.client_gone += 1
+                self._protocol.counters.client_gone += 1
             else:
                 self._transport.write(held)
 
@@ -174,12 +175,14 @@ _HEADERS_TOO_LARGE = _headers_too_large_answer()
 _WAITING, _HEADERS, _BODY, _DONE = range(4)
 
 
-async def _counted(app: Any, scope: Any, receive: Any, send: Any) -> None:
+async def _counted(
+    counters: ConnectionCounters, app: Any, scope: Any, receive: Any, send: Any
+) -> None:
     """Run the app for one request; it no longer counts as active once the app returns."""
     try:
         await app(scope, receive, send)
     finally:
-        ACTIVE_REQUESTS.active -= 1
+        counters.active -= 1
 
 
 class HardenedProtocol(HttpToolsProtocol):
@@ -196,6 +199,7 @@ class HardenedProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
+        self.counters = counters_of(config.loaded_app)
         self._deadline: asyncio.TimerHandle | None = None
         self._phase = _WAITING
         self._phase_changed = False
@@ -203,7 +207,8 @@ class HardenedProtocol(HttpToolsProtocol):
         self._lingering = False
         self._discarded = 0
         self._view: _CycleTransport | None = None
-        self._counted_app = functools.partial(_counted, self.app)  # one per connection
+        # One per connection.
+        self._counted_app = functools.partial(_counted, self.counters, self.app)
         #: Bytes of the current request's line and headers the parser handed over (exact), and
         #: the raw bytes of reads that began and ended inside the header block (what the
         #: parser holds of a header it has not finished).
@@ -281,7 +286,7 @@ class HardenedProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def _refuse_oversized_headers(self) -> None:
-        CONNECTION_FAULTS.headers_too_large += 1
+        self.counters.headers_too_large += 1
         self._disarm()
         if not self.transport.is_closing():
             self.transport.write(_HEADERS_TOO_LARGE)
@@ -318,8 +323,12 @@ class HardenedProtocol(HttpToolsProtocol):
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         # Counted when the task is created, not when it first runs: 32 requests read in one
         # pass of the loop are all counted before the first of them reaches the batcher.
-        ACTIVE_REQUESTS.active += 1
-        counted = self._counted_app if app is self.app else functools.partial(_counted, app)
+        self.counters.active += 1
+        counted = (
+            self._counted_app
+            if app is self.app
+            else functools.partial(_counted, self.counters, app)
+        )
         super()._start_asgi_task(cycle, counted)
 
     # -- lingering close -----------------------------------------------------------------------
