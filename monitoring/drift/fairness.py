@@ -60,7 +60,7 @@ TRUE_POSITIVE_RATE = "true_positive_rate"
 FALSE_POSITIVE_RATE = "false_positive_rate"
 CONFORMAL_COVERAGE = "conformal_coverage"
 MEAN_SET_SIZE = "mean_set_size"
-SELECTION_RATE_PREFIX = "selection_rate."
+SELECTION_RATE_PREFIX = "selection_rate_"
 
 
 def selection_rate_figure(label: str) -> str:

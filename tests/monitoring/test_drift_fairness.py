@@ -102,9 +102,9 @@ def test_per_group_figures_worked_out_by_hand(drift_bundle: DriftBundle) -> None
     }
     assert values["north"] == pytest.approx(
         {
-            "selection_rate.no": 20 / 40,
-            "selection_rate.yes": 20 / 40,
-            "selection_rate.maybe": 0.0,
+            "selection_rate_no": 20 / 40,
+            "selection_rate_yes": 20 / 40,
+            "selection_rate_maybe": 0.0,
             # (20 x 0.8 + 20 x 0.6) / 40
             "estimated_accuracy": 0.7,
             # (12 + 12) right of 30 labelled
@@ -117,9 +117,9 @@ def test_per_group_figures_worked_out_by_hand(drift_bundle: DriftBundle) -> None
     )
     assert values["south"] == pytest.approx(
         {
-            "selection_rate.no": 10 / 40,
-            "selection_rate.yes": 30 / 40,
-            "selection_rate.maybe": 0.0,
+            "selection_rate_no": 10 / 40,
+            "selection_rate_yes": 30 / 40,
+            "selection_rate_maybe": 0.0,
             # (10 x 0.5 + 30 x 0.4) / 40 = 17 / 40
             "estimated_accuracy": 0.425,
             # 5 + 10 right of 30 labelled
@@ -136,7 +136,7 @@ def test_per_group_figures_worked_out_by_hand(drift_bundle: DriftBundle) -> None
             assert e.low is not None and e.high is not None and e.value is not None, name
             assert e.low <= e.value + 1e-12 and e.value <= e.high + 1e-12, (group, name)
     # A figure constant over the group's rows has a zero-width interval.
-    maybe = north.figures["selection_rate.maybe"]
+    maybe = north.figures["selection_rate_maybe"]
     assert (maybe.low, maybe.high) == (0.0, 0.0)
     assert north.figures["estimated_accuracy"].rows == 40
     assert north.figures["realized_accuracy"].rows == 30
@@ -156,15 +156,15 @@ def test_per_group_figures_worked_out_by_hand(drift_bundle: DriftBundle) -> None
     assert gaps["realized_accuracy"] == pytest.approx(
         {"difference": 0.3, "ratio": 0.625, "lowest": "south", "highest": "north"}
     )
-    assert gaps["selection_rate.yes"] == pytest.approx(
+    assert gaps["selection_rate_yes"] == pytest.approx(
         {"difference": 0.25, "ratio": 0.5 / 0.75, "lowest": "north", "highest": "south"}
     )
     assert gaps["conformal_coverage"] == pytest.approx(
         {"difference": 0.2, "ratio": 0.8, "lowest": "north", "highest": "south"}
     )
     # Both 0: no gap, ratio 1.
-    assert gaps["selection_rate.maybe"]["difference"] == 0.0
-    assert gaps["selection_rate.maybe"]["ratio"] == 1.0
+    assert gaps["selection_rate_maybe"]["difference"] == 0.0
+    assert gaps["selection_rate_maybe"]["ratio"] == 1.0
 
 
 def test_binary_rates_and_figures_on_too_few_rows_stay_out_of_the_disparity(

@@ -316,7 +316,7 @@ def fairness(estimated: float, realized: float, gap: float) -> FairnessFigures:
 
     def group(shift: float) -> GroupFigures:
         figures = {
-            "selection_rate.yes": Estimate(value=0.5, low=0.4, high=0.6, rows=250),
+            "selection_rate_yes": Estimate(value=0.5, low=0.4, high=0.6, rows=250),
             "estimated_accuracy": Estimate(value=estimated - shift, low=None, high=None, rows=250),
             "realized_accuracy": Estimate(value=realized - shift, low=None, high=None, rows=50),
         }
