@@ -69,9 +69,10 @@ def selection_rate_figure(label: str) -> str:
 
 
 def _estimated_accuracy(y_true: ArrayLike, y_pred: ArrayLike, *, probabilities: ArrayLike) -> float:
-    # The drift job's label-free estimate in the metric-function form the bootstrap resamples.
+    # The drift job's label-free estimate, as compute_drift takes it for the whole window, in
+    # the metric-function form the bootstrap resamples.
     matrix = np.asarray(probabilities, dtype=np.float64)
-    return estimated_accuracy(matrix) if len(matrix) else math.nan
+    return estimated_accuracy(np.nan_to_num(matrix)) if len(matrix) else math.nan
 
 
 @dataclass(frozen=True)

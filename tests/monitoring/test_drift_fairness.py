@@ -232,8 +232,15 @@ def test_group_with_worse_labels_is_the_lowest(drift_bundle: DriftBundle) -> Non
     gap = region.disparity["realized_accuracy"]
     assert (gap.lowest, gap.highest) == ("B", "A")
     assert gap.difference == pytest.approx(a.value - b.value)
-    # The label-free estimate cannot see the spoiled labels: its gap stays small.
+    # The label-free estimate cannot see the spoiled labels: its gap stays small. It is the
+    # job's own estimate per group: weighted by rows, the groups give the window's.
     assert region.disparity["estimated_accuracy"].difference < 0.05
+    weighted = 0.0
+    for group in region.groups.values():
+        estimate = group.figures["estimated_accuracy"].value
+        assert estimate is not None
+        weighted += group.rows * estimate
+    assert weighted / 1200 == pytest.approx(summary.estimated_accuracy, abs=1e-12)
     json.dumps(summary.to_json_dict(), allow_nan=False)
 
 
