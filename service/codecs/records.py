@@ -32,6 +32,7 @@ from service.codecs.columns import (
     describe,
     numeric_rows,
 )
+from service.codecs.context import context_names, instance_context
 from service.errors import InvalidInput
 from service.types import FeatureBatch, InferenceRequest, Prediction
 
@@ -88,6 +89,10 @@ def decode_predict_request(
             instance=i,
             expected="an object",
         )
+    context = None
+    declared = context_names(manifest)
+    if declared:  # the context objects leave the instances: only features stay
+        context = instance_context([inst.pop("context", None) for inst in instances], declared)
     if {width} != set(map(len, instances)):
         i = next(i for i, inst in enumerate(instances) if len(inst) != width)
         raise _key_mismatch(i, instances[i], names)
@@ -122,8 +127,9 @@ def decode_predict_request(
         i = next(i for i, inst in enumerate(instances) if missing not in inst)
         raise _key_mismatch(i, instances[i], names) from None
     if numeric:
-        return InferenceRequest(FeatureBatch(columns, n, tuple(numeric), numeric_values), level)
-    return InferenceRequest(FeatureBatch(columns=columns, rows=n), level)
+        batch = FeatureBatch(columns, n, tuple(numeric), numeric_values)
+        return InferenceRequest(batch, level, context=context)
+    return InferenceRequest(FeatureBatch(columns=columns, rows=n), level, context=context)
 
 
 def _key_mismatch(i: int, instance: dict[str, Any], names: list[str]) -> InvalidInput:
@@ -136,6 +142,8 @@ def _key_mismatch(i: int, instance: dict[str, Any], names: list[str]) -> Invalid
         parts.append(f"missing feature(s) {missing} (send null for a missing value)")
     if unknown:
         parts.append(f"unknown feature(s) {unknown}")
+        if "context" in unknown:
+            parts.append("this model declares no context attributes")
     feature = missing[0] if missing else unknown[0]
     return InvalidInput(
         f"instance {i}: " + "; ".join(parts) + f"; expected exactly the features {names}",

@@ -46,6 +46,7 @@ from service.codecs.columns import (
     numeric_columns,
     numeric_tensor,
 )
+from service.codecs.context import context_names, empty_context, parameter_context
 from service.errors import InvalidInput
 from service.types import FeatureBatch, InferenceRequest, ModelHandle, Prediction
 
@@ -104,7 +105,23 @@ def decode_infer_request(
 ) -> InferenceRequest:
     """Validate a V2 inference request; errors name the input, the element and the expectation."""
     header, binary = split_body(body, header_length)
-    payload = load_json(header)
+    return decode_infer_payload(
+        load_json(header), binary, manifest, max_rows=max_rows, default_level=default_level
+    )
+
+
+def decode_infer_payload(
+    payload: Any,
+    binary: memoryview,
+    manifest: Manifest,
+    *,
+    max_rows: int,
+    default_level: float,
+) -> InferenceRequest:
+    """A parsed V2 request and its binary section, validated (the gRPC codec shares it).
+
+    ``binary`` holds the tensors whose ``parameters.binary_data_size`` says they travel there.
+    """
     if type(payload) is not dict:
         raise InvalidInput(f"the request must be a JSON object, got {describe(payload)}")
     # Every field is checked against the protocol's types (an optional field, when present, has
@@ -123,7 +140,14 @@ def decode_infer_request(
         _flag(parameters, "binary_data_output", "parameters.binary_data_output")  # raises
     columns, rows = _decode_inputs(payload.get("inputs"), binary, manifest, max_rows)
     outputs = _requested_outputs(payload.get("outputs"), "outputs" in payload, binary_default)
-    return InferenceRequest(FeatureBatch(columns=columns, rows=rows), level, request_id, outputs)
+    declared = context_names(manifest)
+    context: dict[str, NDArray[np.object_]] | None
+    if "context" in parameters:
+        context = parameter_context(parameters["context"], rows, declared)
+    else:
+        context = empty_context(rows, declared)
+    batch = FeatureBatch(columns=columns, rows=rows)
+    return InferenceRequest(batch, level, request_id, outputs, context)
 
 
 _NO_PARAMETERS: dict[str, Any] = {}
@@ -552,7 +576,7 @@ def encode_infer_response(prediction: Prediction) -> tuple[bytes, int | None]:
             shape = [n, c]
         entry: dict[str, Any] = {"name": name, "datatype": OUTPUT_DATATYPES[name], "shape": shape}
         if binary:
-            raw = _serialize_bytes(tensor) if isinstance(tensor, list) else tensor.tobytes()
+            raw = serialize_bytes(tensor) if isinstance(tensor, list) else tensor.tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
@@ -577,7 +601,8 @@ def encode_infer_response(prediction: Prediction) -> tuple[bytes, int | None]:
     return header + b"".join(chunks), len(header)
 
 
-def _serialize_bytes(values: list[str]) -> bytes:
+def serialize_bytes(values: list[str]) -> bytes:
+    """Triton's BYTES wire format: per element a little-endian uint32 length, then UTF-8."""
     parts = []
     for value in values:
         raw = value.encode("utf-8")

@@ -81,7 +81,8 @@ def columns_of(record: PredictionRecord) -> Columns:
     for name, column in record.features.items():
         floating = name in numeric or np.asarray(column).dtype.kind == "f"
         kinds.append((name, "numeric" if floating else "categorical"))
-    return Columns(tuple(kinds), tuple(str(c) for c in record.classes))
+    context = tuple(record.context) if record.context else ()
+    return Columns(tuple(kinds), tuple(str(c) for c in record.classes), context)
 
 
 def _joined(parts: list[NDArray[Any]], axis: int = 0) -> NDArray[Any]:
@@ -158,6 +159,9 @@ def prediction_batch(group: Sequence[PredictionRecord], columns: Columns) -> pa.
         for j in range(n_classes):
             column = np.ascontiguousarray(block[:, j])
             arrays.append(pa.array(column, from_pandas=nulls))
+    for name in columns.context:
+        # Every record of the group shares the layout, so each holds every context column.
+        arrays.append(_strings(_joined([(r.context or {})[name] for r in group])))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 

@@ -7,8 +7,9 @@ the request); ``protocol`` string ('v1' or 'v2'); ``label`` string (the predicte
 ``confidence_level``, ``interval_width`` (upper - lower of the predicted class) float64;
 ``set_size`` int32; ``latency_s`` float64 (the request's latency); then, in the model's order,
 ``features.<name>`` (float32 for a numeric feature, string for a categorical one; null =
-missing), and per class ``probabilities.<class>``, ``lower.<class>``, ``upper.<class>`` (float64)
-and ``prediction_set.<class>`` (bool).
+missing), per class ``probabilities.<class>``, ``lower.<class>``, ``upper.<class>`` (float64)
+and ``prediction_set.<class>`` (bool), then ``context.<name>`` (string; null = not given) for
+each context attribute the model's sensitive columns name (never a model input).
 
 The Parquet store keeps ``model``, ``version`` and ``date`` in the hive path
 (``model=M/version=V/date=YYYY-MM-DD``), not in the files; readers add them back.
@@ -74,10 +75,12 @@ FeatureKind = Literal["numeric", "categorical"]
 
 @dataclass(frozen=True)
 class Columns:
-    """The column layout of one model version: its features (with kinds) and classes."""
+    """The column layout of one model version: its features (with kinds), classes and context
+    attributes."""
 
     features: tuple[tuple[str, FeatureKind], ...]
     classes: tuple[str, ...]
+    context: tuple[str, ...] = ()
 
     def schema(self) -> pa.Schema:
         """The flat Arrow schema of this version's prediction rows."""
@@ -95,31 +98,38 @@ class Columns:
             (SET_PREFIX, pa.bool_()),
         ):
             fields += [pa.field(prefix + c, arrow) for c in self.classes]
+        fields += [pa.field(CONTEXT_PREFIX + name, pa.string()) for name in self.context]
         return pa.schema(fields)
 
     def to_json(self) -> str:
         """A compact description (for PostgreSQL's catalog table)."""
-        return json.dumps({"features": self.features, "classes": self.classes})
+        return json.dumps(
+            {"features": self.features, "classes": self.classes, "context": self.context}
+        )
 
     @staticmethod
     def from_json(text: str) -> Columns:
         """The inverse of ``to_json``; ValueError on anything else."""
         data = json.loads(text)
         features = tuple((str(n), _kind(k)) for n, k in data["features"])
-        return Columns(features, tuple(str(c) for c in data["classes"]))
+        context = tuple(str(c) for c in data.get("context", ()))
+        return Columns(features, tuple(str(c) for c in data["classes"]), context)
 
     @staticmethod
     def from_schema(schema: pa.Schema) -> Columns:
         """The layout a prediction schema was built from."""
         features: list[tuple[str, FeatureKind]] = []
         classes: list[str] = []
+        context: list[str] = []
         for field in schema:
             if field.name.startswith(FEATURE_PREFIX):
                 kind: FeatureKind = "numeric" if pa.types.is_floating(field.type) else "categorical"
                 features.append((field.name.removeprefix(FEATURE_PREFIX), kind))
             elif field.name.startswith(PROBABILITY_PREFIX):
                 classes.append(field.name.removeprefix(PROBABILITY_PREFIX))
-        return Columns(tuple(features), tuple(classes))
+            elif field.name.startswith(CONTEXT_PREFIX):
+                context.append(field.name.removeprefix(CONTEXT_PREFIX))
+        return Columns(tuple(features), tuple(classes), tuple(context))
 
 
 @functools.lru_cache(maxsize=256)

@@ -21,7 +21,13 @@ import pyarrow as pa
 
 from service.bundle.manifest import REFERENCE_PROBABILITY_PREFIX
 from service.predlog.errors import PredictionLogError, first_line
-from service.predlog.layout import FEATURE_PREFIX, PROBABILITY_PREFIX, Columns, SchemaTooNew
+from service.predlog.layout import (
+    FEATURE_PREFIX,
+    PROBABILITY_PREFIX,
+    Columns,
+    SchemaTooNew,
+    context_column,
+)
 from service.predlog.urls import LOG_OFF, parse_log_url
 from service.predlog.window import read_feedback, read_parts
 
@@ -136,6 +142,8 @@ def _frame(
         arrays[f"{REFERENCE_PROBABILITY_PREFIX}{label}"] = _numbers(
             table, PROBABILITY_PREFIX + label, n
         )
+    for name in columns.context:  # the fairness slices' attributes, under their log names
+        arrays[context_column(name)] = _texts(table, context_column(name), n)
     del table  # the float32 originals go now; the strings live on in ``arrays``
     assembled = pa.table(arrays)
     del arrays

@@ -42,6 +42,9 @@ class PredictionRecord:
     #: Optionally, the numeric features as one float32 [F, N] block with their names (the
     #: ``features`` columns of those names hold the same values): one serialisation, not F.
     numeric: tuple[tuple[str, ...], NDArray[np.float32]] | None = None
+    #: Per-instance context attributes, name -> object [N] of str ("" = not given), in the
+    #: order of the model's sensitive context columns; None: the model declares none.
+    context: Mapping[str, NDArray[np.object_]] | None = None
 
     @property
     def rows(self) -> int:

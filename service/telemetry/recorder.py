@@ -419,4 +419,5 @@ def _record(prediction: Prediction) -> PredictionRecord:
         labels=result.labels,
         confidence_level=prediction.request.confidence_level,
         latency_s=prediction.latency_s,
+        context=prediction.request.context,
     )
