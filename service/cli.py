@@ -1,7 +1,8 @@
 """The ``probserve`` console script: one root command, subcommands contributed by each part.
 
-``serve`` and ``bench`` belong to the service. ``train`` (training) and ``drift`` (monitoring) are
-found through the ``probserve.commands`` entry-point group, so service never imports them.
+``serve`` belongs to the service. ``train`` (training), ``drift`` (monitoring), ``log`` (the
+prediction log) and ``bench`` (the benchmarks, present only in a checkout) are found through the
+``probserve.commands`` entry-point group, so service never imports them.
 Exit codes: 0 success, 2 bad usage or bad input (one-line message), 1 anything else.
 """
 
@@ -30,6 +31,11 @@ def _unavailable(name: str, missing: str) -> Callable[..., None]:
     extras = _EXTRAS.get(name, name)
 
     def unavailable(ctx: typer.Context) -> None:
+        if name == "bench":  # the benchmarks ship in no package: they run from a checkout
+            raise UsageError(
+                "'probserve bench' runs from a source checkout of probserve (git clone, then "
+                "pip install -e '.[cpu,dev]' or make bench): the benchmarks are not packaged"
+            )
         raise UsageError(
             f"'probserve {name}' needs the Python package {missing}, which is not installed: "
             f"install the extras it needs (pip install 'probserve[{extras}]', or "

@@ -80,6 +80,20 @@ def test_missing_extra_is_one_line_naming_the_extra() -> None:
     assert "probserve[cpu,data,train]" in lines[0]
 
 
+def test_bench_outside_a_checkout_says_to_run_it_from_one() -> None:
+    # An installed wheel or image has the entry point but not the bench package.
+    done = _run_cli(
+        "import sys\n"
+        "sys.modules['bench'] = None\n"
+        "from service.cli import main\n"
+        "sys.exit(main(['bench', '--contenders', 'all']))\n"
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "'probserve bench' runs from a source checkout" in lines[0]
+
+
 def test_a_subcommand_exit_code_is_passed_on(monkeypatch: pytest.MonkeyPatch) -> None:
     import typer
 

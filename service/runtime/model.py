@@ -45,7 +45,6 @@ class LoadedModel:
     manifest: Manifest
     session: ort.InferenceSession
     provider: str
-    load_seconds: float
     output_names: list[str]  # [manifest.output], built once rather than on every run
 
     def run(self, columns: Columns) -> NDArray[np.float32]:
@@ -108,7 +107,7 @@ def load_model(
         logger.warning("model %s:%s runs on %s instead of %s", name, version, actual, CUDA)
     check_signature(bundle, manifest, session.get_inputs(), session.get_outputs())
     outputs = [manifest.output]
-    model = LoadedModel(name, version, bundle, manifest, session, actual, 0.0, outputs)
+    model = LoadedModel(name, version, bundle, manifest, session, actual, outputs)
     sample = graph_columns(manifest.features, manifest.sample.inputs)
     try:
         produced = model.run(sample)
@@ -123,7 +122,7 @@ def load_model(
     logger.info(
         "loaded model %s version %s from %s on %s in %.3fs", name, version, bundle, actual, elapsed
     )
-    return LoadedModel(name, version, bundle, manifest, session, actual, elapsed, outputs)
+    return model
 
 
 def _warm_up(model: LoadedModel, sample: dict[str, NDArray[np.generic]]) -> None:
