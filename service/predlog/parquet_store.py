@@ -10,6 +10,7 @@ rewrites the same segment instead of adding a copy (docs/architecture.md, "Predi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import urllib.parse
@@ -22,7 +23,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from service.predlog.batches import Partition
-from service.predlog.errors import PredictionLogError
+from service.predlog.errors import PredictionLogError, StoreUnavailable
 from service.predlog.layout import META_DATE, META_KIND, META_MODEL, META_VERSION, file_metadata
 from service.predlog.spool import SUFFIX, SpoolFile, orphans, read_spool
 
@@ -132,7 +133,9 @@ class ParquetStore:
         try:
             self.filesystem.create_dir(self.root, recursive=True)
         except OSError as exc:
-            raise PredictionLogError(
+            # As for a database that is down: the server serves, batches wait in the local
+            # spool, and the writer retries (a volume mounted late, a full disk emptied).
+            raise StoreUnavailable(
                 f"the prediction log's directory cannot be created: {type(exc).__name__}"
             ) from exc
         self.seal_orphans()
@@ -162,7 +165,12 @@ class ParquetStore:
                 file_metadata(partition.kind, partition.model, partition.version, partition.date)
             )
             spool = self._spools[partition] = SpoolFile(self._spool_dir / name, schema)
-        spool.append(batch, batch_id)
+        try:
+            spool.append(batch, batch_id)
+        except OSError:
+            if spool.broken:  # it holds every earlier batch whole: seal it, the next gets a new one
+                self._seal(partition)
+            raise
         if spool.rows >= self._segment_rows:
             self._seal(partition)
 
@@ -200,8 +208,14 @@ class ParquetStore:
         name = path.name.removeprefix(SPOOL_PREFIX).removesuffix(SUFFIX)
         final = f"{directory}/part-{name}.parquet"
         temporary = f"{directory}/.part-{name}.{uuid.uuid4().hex[:8]}.tmp"
-        rows = write_segment((b for b, _ in batches), schema, temporary, self.filesystem)
-        self.filesystem.move(temporary, final)
+        try:
+            rows = write_segment((b for b, _ in batches), schema, temporary, self.filesystem)
+            self.filesystem.move(temporary, final)
+        except BaseException:
+            # A half-written file is never left behind (readers skip dot names, disks do not).
+            with contextlib.suppress(OSError, pa.ArrowException):
+                self.filesystem.delete_file(temporary)
+            raise
         pa.default_memory_pool().release_unused()  # a serving process keeps no segment's worth
         return rows
 

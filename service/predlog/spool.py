@@ -10,12 +10,13 @@ message, which reading skips: SIGKILL loses at most the flush being written
 from __future__ import annotations
 
 import fcntl
+import io
 import logging
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -27,49 +28,105 @@ SUFFIX = ".arrows"
 BATCH_ID = b"probserve.batch_id"
 
 
+class _Bytes(io.RawIOBase):
+    """Where the Arrow stream writer puts a message, so the spool writes it to disk itself."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self._parts.append(chunk)
+        self._size += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self._size
+
+    def take(self) -> bytes:
+        """The bytes written since the last take."""
+        out = b"".join(self._parts)
+        self._parts.clear()
+        return out
+
+
 class SpoolFile:
-    """One partition's open spool: append record batches of one schema, durably."""
+    """One partition's open spool: append record batches of one schema, durably.
+
+    Each message is built in memory and written with plain ``os.write`` calls, so a write that
+    fails part-way (a full disk, a file-size limit) is cut back to the last whole message and
+    the file stays a readable stream; the spool is then ``broken`` and takes no more batches.
+    """
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         """Create ``path`` (its directory too) and lock it; OSError when that fails.
 
-        The file is made, locked and given its schema under a dot name and only then renamed:
-        another process's sweep (which globs the real names) can never take it half made.
+        The file is made and locked under a dot name and only then renamed: another process's
+        sweep (which globs the real names) can never take it half made.
         """
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.schema = schema
         self.rows = 0
         self.opened_at = time.monotonic()
+        #: True once a write failed: the file holds every message before it, and no more come.
+        self.broken = False
+        self._end = 0  # bytes of whole messages on disk
         making = path.with_name(f".{path.name}")
-        self._file: IO[bytes] = making.open("xb")
+        self._fd = os.open(making, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._writer = ipc.new_stream(self._file, schema)
-            self._sync()
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._sink = _Bytes()
+            # The schema message goes out with the first batch (Arrow writes it lazily).
+            self._writer = ipc.new_stream(self._sink, schema)
             os.rename(making, path)
         except BaseException:
-            self._file.close()
+            os.close(self._fd)
             making.unlink(missing_ok=True)
             raise
 
     def append(self, batch: pa.RecordBatch, batch_id: str) -> None:
         """Append one batch and fsync before it counts as written; OSError on failure."""
+        if self.broken:
+            raise OSError(f"spool {self.path.name} is closed after a failed write")
         self._writer.write_batch(batch, custom_metadata={BATCH_ID: batch_id.encode()})
-        self._sync()
+        self._write(self._sink.take())
         self.rows += batch.num_rows
 
-    def _sync(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
+    def _write(self, data: bytes) -> None:
+        """Write ``data`` whole and fsync, or cut the file back to its last whole message."""
+        view = memoryview(data)
+        try:
+            while view:
+                done = os.write(self._fd, view)
+                view = view[done:]
+            os.fsync(self._fd)
+        except OSError:
+            self.broken = True
+            try:
+                os.ftruncate(self._fd, self._end)
+                os.lseek(self._fd, self._end, os.SEEK_SET)
+            except OSError as exc:  # the file keeps a torn tail, which reading skips
+                logger.error(
+                    "prediction log spool %s: cannot cut a failed write: %s", self.path.name, exc
+                )
+            raise
+        self._end += len(data)
 
     def close(self) -> None:
         """Finish the stream (end-of-stream marker) and release the lock; the file stays."""
         try:
-            self._writer.close()
-            self._sync()
+            if not self.broken:
+                self._writer.close()
+                self._write(self._sink.take())
+        except OSError as exc:  # readers take a stream without its marker as ended
+            logger.warning("prediction log spool %s: no end marker: %s", self.path.name, exc)
         finally:
-            self._file.close()
+            os.close(self._fd)
 
     def discard(self) -> None:
         """Close and remove the file (its rows reached their store)."""

@@ -7,6 +7,7 @@ with ``COPY ... TO STDOUT`` parsed by Arrow (docs/architecture.md, "Prediction l
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 from collections.abc import Iterator
 
@@ -16,9 +17,12 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from service.predlog.batches import utc_date
+from service.predlog.errors import first_line
 from service.predlog.layout import FEEDBACK_SCHEMA, Columns, check_schema_version
 from service.predlog.parquet_store import FEEDBACK_DIR, open_filesystem
 from service.predlog.urls import LOG_OFF, parse_log_url
+
+logger = logging.getLogger(__name__)
 
 #: (version, its column layout, its rows) of one model.
 Part = tuple[int, Columns, pa.Table]
@@ -104,15 +108,7 @@ def _parquet_parts(
     for v in versions:
         if version is not None and v != version:
             continue
-        dataset = ds.dataset(
-            f"{model_dir}/version={v}",
-            filesystem=filesystem,
-            format="parquet",
-            partitioning=ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive"),
-        )
-        for fragment in dataset.get_fragments():  # every file: a newer one may sit anywhere
-            check_schema_version(fragment.physical_schema.metadata)
-        datasets.append((v, dataset))
+        datasets.append((v, _readable(filesystem, f"{model_dir}/version={v}", _DATE_PARTITIONS)))
     where = _time_filter(since, until)
     if last is not None:  # the newest ``last`` rows: find their oldest time from one column
         times = [d.to_table(columns=["logged_at"], filter=where)["logged_at"] for _, d in datasets]
@@ -136,11 +132,43 @@ def _parquet_feedback(url: str, model: str) -> pa.Table:
     directory = f"{root}/{FEEDBACK_DIR}/model={urllib.parse.quote(model, safe='')}"
     if filesystem.get_file_info(directory).type != pafs.FileType.Directory:
         return FEEDBACK_SCHEMA.empty_table()
-    dataset = ds.dataset(
-        directory,
+    dataset = _readable(filesystem, directory, _DATE_PARTITIONS, schema=FEEDBACK_SCHEMA)
+    return dataset.to_table(columns=FEEDBACK_SCHEMA.names)
+
+
+_DATE_PARTITIONS = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+
+
+def _readable(
+    filesystem: pafs.FileSystem,
+    directory: str,
+    partitioning: ds.Partitioning,
+    schema: pa.Schema | None = None,
+) -> ds.Dataset:
+    """The Parquet files under ``directory`` that open, each checked for a newer layout.
+
+    A file that does not open (cut short by a full disk or a copy, or not Parquet at all) is
+    left out with a warning naming it, so one bad file costs its own rows, never the window.
+    """
+    found = ds.dataset(
+        directory, filesystem=filesystem, format="parquet", partitioning=partitioning
+    )
+    good: list[str] = []
+    for fragment in found.get_fragments():  # every file: a newer one may sit anywhere
+        try:
+            metadata = fragment.physical_schema.metadata
+        except (pa.ArrowInvalid, OSError) as exc:
+            logger.warning(
+                "prediction log: skipped unreadable file %s: %s", fragment.path, first_line(exc)
+            )
+            continue
+        check_schema_version(metadata)
+        good.append(fragment.path)
+    return ds.dataset(
+        good,
         filesystem=filesystem,
         format="parquet",
-        schema=FEEDBACK_SCHEMA,
-        partitioning=ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive"),
+        schema=schema,
+        partitioning=partitioning,
+        partition_base_dir=directory,
     )
-    return dataset.to_table(columns=FEEDBACK_SCHEMA.names)

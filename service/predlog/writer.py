@@ -152,9 +152,9 @@ class PredictionLog:
     def start(self) -> None:
         """Open the store and start the writer thread.
 
-        An unreachable database does not stop the server: batches are spooled and the writer
-        keeps retrying. A configuration error (layout newer than this code, a directory that
-        cannot be made) raises PredictionLogError with a one-line message.
+        An unreachable database or a log directory that cannot be made does not stop the server:
+        batches are spooled and the writer keeps retrying. A layout newer than this code raises
+        PredictionLogError with a one-line message.
         """
         try:
             self._open_store()
@@ -167,7 +167,7 @@ class PredictionLog:
         try:
             self._store.open()
         except StoreUnavailable as exc:
-            logger.warning("prediction log: database unreachable, spooling batches: %s", exc)
+            logger.warning("prediction log: store unavailable, spooling batches: %s", exc)
             self._up = False
             self._next_retry = time.monotonic() + self._retry_interval_s
             return

@@ -167,12 +167,34 @@ def test_bad_urls_fail_at_construction_in_one_line(tmp_path: Path) -> None:
             PredictionLog(url, spool_dir=spool)
         assert "secret" not in str(error.value) and "\n" not in str(error.value)
     assert not spool.exists()  # construction touches nothing
+
+
+def test_a_log_directory_that_cannot_be_made_spools_until_it_can(tmp_path: Path) -> None:
+    # As for a database that is down: the server keeps serving, rows wait in the local spool,
+    # and reach the dataset once its directory can be made (a late volume, space freed).
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    log = PredictionLog(str(blocker / "log"), spool_dir=spool)
-    with pytest.raises(PredictionLogError, match="directory cannot be created") as error:
-        log.start()
-    assert "\n" not in str(error.value)
+    outcomes = Outcomes()
+    log = PredictionLog(
+        str(blocker / "log"), spool_dir=tmp_path / "spool", retry_interval_s=0.05, on_rows=outcomes
+    )
+    log.start()
+    try:
+        log.enqueue(record(1, rows=3))
+        assert log.flush(10.0)
+        assert outcomes.counts["spooled"] == 3 and outcomes.counts["written"] == 0
+        blocker.unlink()
+        deadline = time.monotonic() + 10.0
+        while outcomes.counts["replayed"] < 3 and time.monotonic() < deadline:
+            log.enqueue(record(2))
+            assert log.flush(10.0)
+            time.sleep(0.05)
+        assert outcomes.counts["replayed"] == 3
+        assert log.flush(10.0, seal=True)
+    finally:
+        log.stop()
+    frame = read_window(str(blocker / "log"), "m")
+    assert "r1" in set(frame["request_id"])
 
 
 # -- Arrow batches ----------------------------------------------------------------------------
