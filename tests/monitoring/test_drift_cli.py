@@ -22,6 +22,7 @@ from service import predlog
 from service.bundle import write_manifest
 from service.bundle.manifest import SensitiveColumn
 from service.cli import main
+from service.predlog.layout import CONTEXT_PREFIX, context_column
 from tests.monitoring.conftest import CLASSES_PREFIX, DriftBundle
 from tests.pg_support import PostgresServer, running_postgres
 from tests.support import free_port
@@ -50,7 +51,18 @@ def write_log(bundle: DriftBundle, url: str, window: pd.DataFrame, spool: Path) 
     try:
         classes = bundle.manifest.classes
         probs = window[[f"{CLASSES_PREFIX}{c}" for c in classes]].to_numpy()
+        # The window's context.<name> columns are the requests' context attributes.
+        context_names = [
+            c.removeprefix(CONTEXT_PREFIX) for c in window.columns if c.startswith(CONTEXT_PREFIX)
+        ]
         for i, row in window.iterrows():
+            context = {
+                name: np.asarray(
+                    ["" if pd.isna(row[context_column(name)]) else str(row[context_column(name)])],
+                    dtype=object,
+                )
+                for name in context_names
+            }
             # The arrays the codec hands the log: float32 with NaN, object strings with "".
             features: dict[str, Any] = {
                 name: np.asarray([[row[name]]], dtype=np.float32)
@@ -87,6 +99,7 @@ def write_log(bundle: DriftBundle, url: str, window: pd.DataFrame, spool: Path) 
                     labels=[str(row["label"])],
                     confidence_level=0.95,
                     latency_s=0.001,
+                    context=context or None,
                 )
             )
     finally:
@@ -209,6 +222,46 @@ def test_run_slices_a_real_log_by_a_sensitive_feature(
     assert gap["difference"] == pytest.approx(max(values.values()) - min(values.values()))
     assert "toy: fairness by colour: estimated_accuracy gap" in done.stdout
     assert "too small: other, missing" in done.stdout
+
+
+@pytest.mark.slow
+def test_run_slices_a_real_log_by_a_request_context_attribute(
+    drift_bundle: DriftBundle, tmp_path: Path, capfd: pytest.CaptureFixture[str], log_url: str
+) -> None:
+    # "region" is kept out of the model: each request carries it as a context attribute, the
+    # log's writer stores it as context.region, and the drift job slices by it.
+    region = SensitiveColumn(name="region", source="context", groups=["north", "south"])
+    write_manifest(
+        drift_bundle.path, drift_bundle.manifest.model_copy(update={"sensitive": [region]})
+    )
+    window = drift_bundle.log_window(np.random.default_rng(32), 240, labelled=240)
+    window[context_column("region")] = np.where(np.arange(240) % 2 == 0, "north", "south")
+    # South's labels are wrong on every other row: its realized accuracy is the lower one.
+    south = np.arange(240) % 4 == 1
+    classes = drift_bundle.manifest.classes
+    window.loc[south, "true_label"] = [
+        classes[(classes.index(p) + 1) % 3] for p in window.loc[south, "label"]
+    ]
+    window.loc[0:3, context_column("region")] = "west"  # not a training group: "other"
+    window.loc[4:5, context_column("region")] = None  # not given: "missing"
+    write_log(drift_bundle, log_url, window, tmp_path / "spool")
+    done = drift(capfd, *_args(drift_bundle, log_url, tmp_path))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    column = summary["fairness"]["columns"]["region"]
+    assert column["source"] == "context"
+    rows = {g: v["rows"] for g, v in column["groups"].items()}
+    # north: the 120 even rows but 0, 2 (west) and 4 (not given); south: the odd rows but 1, 3, 5.
+    assert rows == {"north": 117, "south": 117, "other": 4, "missing": 2}
+    for name in ("north", "south"):
+        rows_of = window[window[context_column("region")] == name]
+        realized = column["groups"][name]["figures"]["realized_accuracy"]
+        assert realized["value"] == pytest.approx(
+            float((rows_of["label"] == rows_of["true_label"]).mean())
+        )
+    gap = column["disparity"]["realized_accuracy"]
+    assert (gap["lowest"], gap["highest"]) == ("south", "north")
+    assert not any("context.region" in w for w in summary["warnings"])
 
 
 @pytest.mark.slow
