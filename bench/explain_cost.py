@@ -25,6 +25,7 @@ from service.explain import (
     Background,
     Explainer,
     ExplainerBusy,
+    ExplainerSettings,
     choose_plan,
     explain_rows,
     load_background,
@@ -74,7 +75,7 @@ def prediction_latency_us(model: LoadedModel, flood: bool, seconds: float = 3.0)
     The flood keeps an Explainer's queue full from another thread; everything shares the one
     pinned core, the worst case for the prediction path.
     """
-    explainer = Explainer.for_model(model, queue_size=4)
+    explainer = Explainer.for_model(model, ExplainerSettings(queue_size=4))
     names = model.manifest.feature_names
     row = {n: explainer.background.columns[n][:1] for n in names}
     batch = FeatureBatch(columns=row, rows=1)

@@ -26,6 +26,7 @@ from service.explain.explainer import (
     DEFAULT_MAX_ROWS,
     DEFAULT_QUEUE_SIZE,
     Explainer,
+    ExplainerSettings,
     ExplainOutcome,
 )
 from service.explain.importance import GlobalImportance, global_importance
@@ -48,6 +49,7 @@ __all__ = [
     "ExplainOutcome",
     "Explainer",
     "ExplainerBusy",
+    "ExplainerSettings",
     "ExplanationDeadlineExceeded",
     "GlobalImportance",
     "InstanceExplanation",

@@ -35,10 +35,54 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Defaults for the settings the service exposes (see the Explainer parameters).
+#: Defaults for the settings the service exposes (see ExplainerSettings).
 DEFAULT_MAX_ROWS = 16
 DEFAULT_QUEUE_SIZE = 4
 DEFAULT_DEADLINE_S = 30.0
+
+
+@dataclass(frozen=True)
+class ExplainerSettings:
+    """What an operator may tune; every field has the default the service should start from."""
+
+    #: Rows per explain request (400 above).
+    max_rows: int = DEFAULT_MAX_ROWS
+    #: Jobs waiting beyond those running; a full queue refuses at once (503).
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    #: Seconds from submission to result; a job past it is abandoned (503).
+    deadline_s: float = DEFAULT_DEADLINE_S
+    #: Worker threads (each runs one job at a time on the version's session).
+    workers: int = 1
+    #: Reference rows drawn as the background, and the seed of the draw.
+    background_size: int = DEFAULT_BACKGROUND_ROWS
+    background_seed: int = 0
+    #: Sampled orders per background row above ``max_exact_features`` features, and their seed.
+    permutations: int = DEFAULT_PERMUTATIONS
+    permutation_seed: int = 0
+    max_exact_features: int = MAX_EXACT_FEATURES
+    #: Model rows per ONNX Runtime call (bounds the memory a job holds).
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    #: Retry-After of a busy answer, whole seconds.
+    retry_after_s: int = 1
+
+    def __post_init__(self) -> None:
+        counts = {
+            "max_rows": self.max_rows,
+            "queue_size": self.queue_size,
+            "workers": self.workers,
+            "background_size": self.background_size,
+            "chunk_rows": self.chunk_rows,
+        }
+        for what, value in counts.items():
+            if value < 1:
+                raise ValueError(f"explainer {what} must be at least 1, got {value}")
+        if not self.deadline_s > 0:
+            raise ValueError(f"explainer deadline_s must be positive, got {self.deadline_s}")
+        if self.permutations < 2 or self.permutations % 2:
+            raise ValueError(
+                "explainer permutations must be an even number of at least 2 (pairs), got "
+                f"{self.permutations}"
+            )
 
 
 @dataclass(frozen=True)
@@ -66,13 +110,7 @@ class _Job:
 
 
 class Explainer:
-    """Explains rows of one model version off the prediction path; see the module docstring.
-
-    ``max_rows``: rows per request. ``queue_size``: jobs waiting beyond those running.
-    ``deadline_s``: from submission to result; a job past it is abandoned. ``workers``: threads.
-    ``permutations``/``seed``: the sampled orders above ``max_exact_features`` features.
-    ``chunk_rows``: model rows per ONNX Runtime call (bounds the memory a job holds).
-    """
+    """Explains rows of one model version off the prediction path; see the module docstring."""
 
     def __init__(
         self,
@@ -83,40 +121,26 @@ class Explainer:
         *,
         model: str = "model",
         version: int = 0,
-        max_rows: int = DEFAULT_MAX_ROWS,
-        queue_size: int = DEFAULT_QUEUE_SIZE,
-        deadline_s: float = DEFAULT_DEADLINE_S,
-        workers: int = 1,
-        permutations: int = DEFAULT_PERMUTATIONS,
-        seed: int = 0,
-        max_exact_features: int = MAX_EXACT_FEATURES,
-        chunk_rows: int = DEFAULT_CHUNK_ROWS,
-        retry_after_s: int = 1,
+        settings: ExplainerSettings | None = None,
     ) -> None:
-        counts = {"max_rows": max_rows, "queue_size": queue_size, "workers": workers}
-        for what, value in {**counts, "chunk_rows": chunk_rows}.items():
-            if value < 1:
-                raise ValueError(f"explainer {what} must be at least 1, got {value}")
-        if not deadline_s > 0:
-            raise ValueError(f"explainer deadline_s must be positive, got {deadline_s}")
+        settings = settings if settings is not None else ExplainerSettings()
+        self.settings = settings
         self.run = run
         self.features = list(features)
         self.classes = list(classes)
         self.background = background
         self.model = model
         self.version = version
-        self.max_rows = max_rows
-        self.deadline_s = deadline_s
-        self.chunk_rows = chunk_rows
-        self.retry_after_s = retry_after_s
+        self.max_rows = settings.max_rows
+        self.deadline_s = settings.deadline_s
         self.plan: Plan = choose_plan(
             len(self.features),
             background.rows,
-            permutations=permutations,
-            seed=seed,
-            max_exact_features=max_exact_features,
+            permutations=settings.permutations,
+            seed=settings.permutation_seed,
+            max_exact_features=settings.max_exact_features,
         )
-        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=settings.queue_size)
         self._admit = threading.Lock()
         self._running: set[_Job] = set()
         self._closed = False
@@ -124,28 +148,26 @@ class Explainer:
             threading.Thread(
                 target=self._work, name=f"probserve-explain-{model}-{version}-{i}", daemon=True
             )
-            for i in range(workers)
+            for i in range(settings.workers)
         ]
         for thread in self._threads:
             thread.start()
 
     @classmethod
-    def for_model(
-        cls,
-        model: LoadedModel,
-        *,
-        background_size: int = DEFAULT_BACKGROUND_ROWS,
-        background_seed: int = 0,
-        **options: object,
-    ) -> Explainer:
+    def for_model(cls, model: LoadedModel, settings: ExplainerSettings | None = None) -> Explainer:
         """An explainer of a loaded version, its background drawn from the bundle's reference.
 
         Blocking (reads reference.parquet and runs the background rows): call it off the event
         loop. Raises BackgroundError when the bundle has no usable reference rows.
         """
+        settings = settings if settings is not None else ExplainerSettings()
         manifest = model.manifest
         background = load_background(
-            model.path, manifest, model.run, size=background_size, seed=background_seed
+            model.path,
+            manifest,
+            model.run,
+            size=settings.background_size,
+            seed=settings.background_seed,
         )
         return cls(
             model.run,
@@ -154,7 +176,7 @@ class Explainer:
             background,
             model=model.name,
             version=model.version,
-            **options,  # type: ignore[arg-type]
+            settings=settings,
         )
 
     @property
@@ -234,7 +256,7 @@ class Explainer:
         return ExplainerBusy(
             f"the explainer of model {self.model!r} version {self.version} is busy "
             f"({len(self._running)} running, {waiting} queued); retry later",
-            retry_after_s=self.retry_after_s,
+            retry_after_s=self.settings.retry_after_s,
             model=self.model,
             version=self.version,
         )
@@ -279,7 +301,7 @@ class Explainer:
                 self.background,
                 level=job.level,
                 plan=self.plan,
-                chunk_rows=self.chunk_rows,
+                chunk_rows=self.settings.chunk_rows,
                 stop=job.stop,
             )
         except Stopped:

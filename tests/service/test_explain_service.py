@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from service.errors import InvalidInput, ModelNotReady
 from service.explain import (
     Explainer,
     ExplainerBusy,
+    ExplainerSettings,
     ExplainOutcome,
     ExplanationDeadlineExceeded,
 )
@@ -26,7 +28,7 @@ pytestmark = pytest.mark.slow  # trains a bundle
 
 #: A job that runs for seconds on the tiny model (5.8 s measured): 20,000 sampled orders per
 #: background row of 50 rows, five million model rows per instance, so tests can hold the worker.
-SLOW: dict[str, int] = {"max_exact_features": 0, "permutations": 20_000}
+SLOW = ExplainerSettings(max_exact_features=0, permutations=20_000)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,7 @@ def wait_running(future: Future[ExplainOutcome], seconds: float = 10.0) -> None:
 def test_explains_a_batch_and_reports_its_duration(
     model: LoadedModel, explainers: list[Explainer]
 ) -> None:
-    explainer = Explainer.for_model(model, background_size=30)
+    explainer = Explainer.for_model(model, ExplainerSettings(background_size=30))
     explainers.append(explainer)
     outcome = explainer.submit(reference_batch(model, 0, 3), 0.9).result(timeout=60)
     assert len(outcome.explanations) == 3
@@ -70,7 +72,7 @@ def test_explains_a_batch_and_reports_its_duration(
 
 
 def test_row_limit(model: LoadedModel, explainers: list[Explainer]) -> None:
-    explainer = Explainer.for_model(model, max_rows=2)
+    explainer = Explainer.for_model(model, ExplainerSettings(max_rows=2))
     explainers.append(explainer)
     with pytest.raises(InvalidInput, match=r"'instances' has 3 rows, more than the limit of 2"):
         explainer.submit(reference_batch(model, 0, 3), 0.95)
@@ -85,7 +87,7 @@ def test_level_outside_the_allowed_range(model: LoadedModel, explainers: list[Ex
 
 
 def test_full_queue_is_refused_at_once(model: LoadedModel, explainers: list[Explainer]) -> None:
-    explainer = Explainer.for_model(model, queue_size=2, **SLOW)
+    explainer = Explainer.for_model(model, replace(SLOW, queue_size=2))
     explainers.append(explainer)
     running = explainer.submit(reference_batch(model, 0, 1), 0.95)
     wait_running(running)
@@ -113,7 +115,7 @@ def test_full_queue_is_refused_at_once(model: LoadedModel, explainers: list[Expl
 def test_deadline_stops_a_running_job_and_skips_a_queued_one(
     model: LoadedModel, explainers: list[Explainer]
 ) -> None:
-    explainer = Explainer.for_model(model, deadline_s=0.5, **SLOW)
+    explainer = Explainer.for_model(model, replace(SLOW, deadline_s=0.5))
     explainers.append(explainer)
     batches = [reference_batch(model, i, 1) for i in (0, 1)]
     started = time.perf_counter()
@@ -132,7 +134,7 @@ def test_deadline_stops_a_running_job_and_skips_a_queued_one(
     error = ExplanationDeadlineExceeded("x")
     assert (error.status_code, error.error_type) == (503, "explanation_deadline_exceeded")
     # The worker survives and serves the next job.
-    fast = Explainer.for_model(model, deadline_s=30)
+    fast = Explainer.for_model(model)
     explainers.append(fast)
     assert fast.submit(reference_batch(model, 0, 1), 0.95).result(timeout=60)
 
@@ -143,7 +145,7 @@ def test_predictions_run_while_an_explanation_computes(
     # The explainer's worker spends its time in ONNX Runtime and numpy, which release the GIL:
     # a 1-row prediction on this thread is not held up behind it (it takes ~0.1 ms alone; a
     # worker holding the GIL would stretch it to the 5 ms switch interval and beyond).
-    explainer = Explainer.for_model(model, **SLOW)
+    explainer = Explainer.for_model(model, SLOW)
     explainers.append(explainer)
     row = reference_columns(model, 0, 1)
     job = explainer.submit(reference_batch(model, 0, 1), 0.95)
@@ -156,3 +158,38 @@ def test_predictions_run_while_an_explanation_computes(
     assert job.running()  # the explanation was computing the whole time
     assert statistics.median(latencies) < 0.003
     assert threading.active_count() >= 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("queue_size", 0, "queue_size must be at least 1, got 0"),
+        ("deadline_s", 0.0, "deadline_s must be positive, got 0.0"),
+        ("permutations", 3, "permutations must be an even number of at least 2"),
+    ],
+)
+def test_settings_are_checked(field: str, value: float, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ExplainerSettings(**{field: value})  # type: ignore[arg-type]
+
+
+def test_a_cancelled_caller_frees_the_worker(
+    model: LoadedModel, explainers: list[Explainer]
+) -> None:
+    explainer = Explainer.for_model(model, SLOW)
+    explainers.append(explainer)
+    batches = [reference_batch(model, i, 1) for i in (0, 1)]
+    behind: list[Future[ExplainOutcome]] = []
+
+    async def cancel_while_running() -> None:
+        task = asyncio.ensure_future(explainer.explain(batches[0], 0.95))
+        await asyncio.sleep(0.3)  # the worker has taken it: the queue was empty
+        behind.append(explainer.submit(batches[1], 0.95))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_while_running())
+    # The cancelled job (seconds of work left) stops at its next model call, and the job
+    # queued behind it starts at once.
+    wait_running(behind[0], seconds=1.0)
