@@ -9,7 +9,7 @@ DEMO_MODEL ?= breast_cancer
 
 export DO_NOT_TRACK := 1
 
-.PHONY: run test install demo-model lint bench bench-train bench-drift clean
+.PHONY: run test install demo-model lint bench bench-train bench-drift grpc-stubs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,20 @@ bench-train: install
 # One `probserve drift run` over a 1M-row Parquet log of a 30-feature model: time and peak memory.
 bench-drift: install
 	$(BIN)/python -m bench.drift
+
+# The gRPC messages and service stubs (service/grpc/*_pb2*), committed. protoc comes from a
+# throwaway venv: grpcio-tools 1.78.0 bundles protobuf 6.31 (the generated code refuses a
+# runtime older than its generator; we pin 6.33.6), and 1.85 would need protobuf 7, which
+# tritonclient[grpc] forbids. mypy-protobuf writes the .pyi stubs.
+GRPC_TOOLS ?= /tmp/probserve-grpc-tools
+grpc-stubs:
+	python3.11 -m venv $(GRPC_TOOLS)
+	$(GRPC_TOOLS)/bin/pip install --quiet grpcio-tools==1.78.0 mypy-protobuf==5.1.0
+	$(GRPC_TOOLS)/bin/python -m grpc_tools.protoc -I . \
+		--plugin=protoc-gen-mypy=$(GRPC_TOOLS)/bin/protoc-gen-mypy \
+		--plugin=protoc-gen-mypy_grpc=$(GRPC_TOOLS)/bin/protoc-gen-mypy_grpc \
+		--python_out=. --mypy_out=. --grpc_python_out=. --mypy_grpc_out=. \
+		service/grpc/grpc_predict_v2.proto
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -33,6 +33,9 @@ def serve(
     ] = None,
     host: Annotated[str | None, _opt("Address to bind (default 127.0.0.1).", "HOST")] = None,
     port: Annotated[int | None, _opt("TCP port (default 8000).", "PORT")] = None,
+    grpc_port: Annotated[
+        int | None, _opt("gRPC port (default 8001; 0 turns gRPC off).", "GRPC_PORT")
+    ] = None,
     workers: Annotated[int | None, _opt("Server processes (default 1).", "WORKERS")] = None,
     providers: Annotated[
         str | None, _opt("Execution providers: auto, cpu, cuda or a list.", "PROVIDERS")
@@ -162,7 +165,7 @@ def serve(
         str | None, _opt("'all' models serve (default) or 'any' model serves.", "READINESS")
     ] = None,
 ) -> None:
-    """Serve the models of a repository over HTTP (native v1 and KServe V2)."""
+    """Serve the models of a repository over HTTP (native v1 and KServe V2) and gRPC."""
     given = {k: v for k, v in locals().items() if v is not None}
     try:
         settings = Settings(**given)
@@ -230,8 +233,9 @@ def run_server(settings: Settings, given: dict[str, Any]) -> None:
         # uvicorn exits 3 when it cannot start, after logging why (port taken, bad host).
         if exc.code == STARTUP_FAILURE:
             raise UsageError(
-                f"the server could not start on {settings.host}:{settings.port} (the log line "
-                "above says why): pick another --port or --host, or stop what holds it"
+                f"the server could not start on {settings.host}:{settings.port} (gRPC "
+                f"{settings.grpc_port}; the log lines above say why): pick another --port, "
+                "--grpc-port or --host, or stop what holds it"
             ) from None
         raise
 

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", min_length=1, description="Address to bind.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port (0: any free port).")
+    # 8001 as Triton and KServe: their gRPC clients and manifests assume it.
+    grpc_port: int = Field(
+        default=8001,
+        ge=0,
+        le=65535,
+        description="TCP port of the gRPC Open Inference Protocol (0: no gRPC server).",
+    )
     workers: int = Field(default=1, ge=1, le=64, description="Server processes.")
     providers: str = Field(
         default="auto",
@@ -280,6 +287,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"max_queued_rows ({self.max_queued_rows}) must be at least max_rows_per_request "
                 f"({self.max_rows_per_request}), or the largest requests could never be queued"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Settings:
+        if self.grpc_port and self.grpc_port == self.port:
+            raise ValueError(
+                f"grpc_port and port are both {self.port}: HTTP and gRPC need a port each "
+                "(grpc_port 0 turns gRPC off)"
             )
         return self
 

@@ -84,7 +84,7 @@ def _probserve(
     log = str(work / name / "predictions") if telemetry else "none"
     cmd = [
         sys.executable, "-m", "service.cli", "serve", "--model-repository", str(repository),
-        "--host", "127.0.0.1", "--port", str(port),
+        "--host", "127.0.0.1", "--port", str(port), "--grpc-port", "0",
     ]  # fmt: skip
     v2 = name == "probserve-v2"
     path = f"/v2/models/{model}/infer" if v2 else f"/v1/models/{model}/predict"

@@ -24,6 +24,7 @@ another type, ``null`` included, is a 400 naming it.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -48,7 +49,7 @@ from service.codecs.columns import (
 )
 from service.codecs.context import context_names, empty_context, parameter_context
 from service.errors import InvalidInput
-from service.types import FeatureBatch, InferenceRequest, ModelHandle, Prediction
+from service.types import FeatureBatch, InferenceRequest, ModelHandle, Prediction, Uncertainty
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -558,22 +559,10 @@ def encode_infer_response(prediction: Prediction) -> tuple[bytes, int | None]:
     """The response body, and the JSON header length when any output travels in binary."""
     result = prediction.uncertainty
     request = prediction.request
-    n, c = result.probabilities.shape
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for name, binary in request.outputs:
-        if name == "label":
-            tensor: NDArray[Any] | list[str] = result.labels.tolist()
-            shape = [n]
-        elif name == "prediction_set":
-            tensor = np.ascontiguousarray(result.prediction_sets, dtype=np.bool_)
-            shape = [n, c]
-        else:
-            source = {"probabilities": result.probabilities, "lower": result.lower}.get(
-                name, result.upper
-            )
-            tensor = np.ascontiguousarray(source, dtype=np.float32)
-            shape = [n, c]
+        tensor, shape = output_tensor(result, name)
         entry: dict[str, Any] = {"name": name, "datatype": OUTPUT_DATATYPES[name], "shape": shape}
         if binary:
             raw = serialize_bytes(tensor) if isinstance(tensor, list) else tensor.tobytes()
@@ -601,11 +590,22 @@ def encode_infer_response(prediction: Prediction) -> tuple[bytes, int | None]:
     return header + b"".join(chunks), len(header)
 
 
-def serialize_bytes(values: list[str]) -> bytes:
-    """Triton's BYTES wire format: per element a little-endian uint32 length, then UTF-8."""
+def output_tensor(result: Uncertainty, name: str) -> tuple[NDArray[Any] | list[str], list[int]]:
+    """One output of ``OUTPUT_DATATYPES``, typed as it travels (labels as text), and its shape."""
+    n, c = result.probabilities.shape
+    if name == "label":
+        return result.labels.tolist(), [n]
+    if name == "prediction_set":
+        return np.ascontiguousarray(result.prediction_sets, dtype=np.bool_), [n, c]
+    source = {"probabilities": result.probabilities, "lower": result.lower}.get(name, result.upper)
+    return np.ascontiguousarray(source, dtype=np.float32), [n, c]
+
+
+def serialize_bytes(values: Sequence[str | bytes]) -> bytes:
+    """Triton's BYTES wire format: per element a little-endian uint32 length, then the bytes."""
     parts = []
     for value in values:
-        raw = value.encode("utf-8")
+        raw = value if type(value) is bytes else str(value).encode("utf-8")
         parts.append(struct.pack("<I", len(raw)))
         parts.append(raw)
     return b"".join(parts)

@@ -36,11 +36,30 @@ def create_app_for(server: Server) -> LeanApp:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await server.start()
         try:
-            yield
+            async with grpc_front(server):
+                yield
         finally:
             await server.stop()
 
     return LeanApp(server, build_fastapi(server, lifespan))
+
+
+@asynccontextmanager
+async def grpc_front(server: Server) -> AsyncIterator[None]:
+    """The gRPC front while the body runs, when ``grpc_port`` is set; stopped with grace."""
+    settings = server.settings
+    if not settings.grpc_port:
+        yield
+        return
+    # Imported only when on: the generated messages claim protobuf's `inference` package
+    # (service/grpc/__init__.py).
+    from service.grpc.server import start_grpc, stop_grpc
+
+    front = await start_grpc(server)
+    try:
+        yield
+    finally:
+        await stop_grpc(front, settings.graceful_shutdown_s)
 
 
 def create_app_from_env() -> LeanApp:

@@ -26,7 +26,7 @@ from service.errors import (
     ProbserveError,
     internal_error,
 )
-from service.http.public import public_reason
+from service.http.public import public_message
 from service.request_ids import request_id_from_headers
 
 logger = logging.getLogger("probserve.http")
@@ -39,13 +39,9 @@ def is_v2_path(path: str) -> bool:
     return path == "/v2" or path.startswith("/v2/")
 
 
-#: Errors whose message may carry a load failure worded for the operator (paths, digests).
-_BUNDLE_ERRORS = frozenset({"model_not_ready", "model_load_error", "internal_error"})
-
-
 def error_body(exc: ProbserveError, request_id: str, *, v2: bool) -> bytes:
     """Serialise a domain error in the protocol's error shape (no paths or digests in it)."""
-    message = public_reason(exc.message) if exc.error_type in _BUNDLE_ERRORS else exc.message
+    message = public_message(exc)
     if v2:
         return orjson.dumps({"error": message})
     body: dict[str, Any] = exc.to_dict()

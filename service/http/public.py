@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from service.errors import ProbserveError
+
 # An absolute filesystem path: a "/" at the start or after a space, quote or bracket.
 _PATH = re.compile(r"(?<![^\s'\"(\[=])/[^\s'\",;()\[\]]+")
 _DIGEST = re.compile(r"\b[0-9a-fA-F]{64}\b")
@@ -20,3 +22,12 @@ def public_reason(text: str) -> str:
     first_line = text.splitlines()[0] if text else text
     without_paths = _PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], first_line)
     return _DIGEST.sub("<sha256>", without_paths)
+
+
+#: Errors whose message may carry a load failure worded for the operator (paths, digests).
+_BUNDLE_ERRORS = frozenset({"model_not_ready", "model_load_error", "internal_error"})
+
+
+def public_message(exc: ProbserveError) -> str:
+    """The message a caller of any protocol sees for ``exc``: no paths or digests in it."""
+    return public_reason(exc.message) if exc.error_type in _BUNDLE_ERRORS else exc.message

@@ -126,6 +126,8 @@ def test_serve_answers_healthz_and_readyz(image_env: Path, tmp_path: Path) -> No
         "PROBSERVE_HOST": "127.0.0.1",
         "PROBSERVE_PORT": str(port),
         "PROBSERVE_MODEL_REPOSITORY": str(repository),
+        # A free port for gRPC too: its default (8001) may be any other server's.
+        "PROBSERVE_GRPC_PORT": str(free_port()),
     }
     with log.open("wb") as sink:
         process = subprocess.Popen(

@@ -122,6 +122,8 @@ HTTP_TEST_SETTINGS: dict[str, Any] = {
     "max_queue_delay_us": 200,
     # Tests that need the log give it a temporary database of their own.
     "prediction_log_url": "none",
+    # In-process apps never open a gRPC port: tests start many servers at once.
+    "grpc_port": 0,
 }
 
 
@@ -232,8 +234,14 @@ class LiveServer:
 
 
 def start_live_server(repository: Path, log: Path, *args: str, **env: str) -> LiveServer:
-    """Start ``python -m service.cli serve`` and wait until /readyz answers 200."""
+    """Start ``python -m service.cli serve`` and wait until /readyz answers 200.
+
+    gRPC is off unless ``args`` name a ``--grpc-port`` (its default, 8001, would be shared by
+    every server a test run starts).
+    """
     port = free_port()
+    if "--grpc-port" not in args:
+        args = (*args, "--grpc-port", "0")
     environment = {**os.environ, "PROBSERVE_ADMIN_TOKEN": ADMIN_TOKEN, **env}
     command = [
         sys.executable, "-m", "service.cli", "serve",

@@ -85,7 +85,17 @@ def test_workers_serve_and_stop_cleanly(bundle_repository: Path, tmp_path: Path)
 
 def _serve(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", *args],
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--grpc-port",
+            "0",
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
