@@ -23,8 +23,9 @@ from service.uncertainty import ensemble_mean
 if TYPE_CHECKING:  # the engine is numpy only: ONNX Runtime is the caller's business
     from service.runtime.model import Columns
 
-#: Background rows drawn when the caller names no size: enough for a stable base value, few
-#: enough that exact enumeration of 10 features stays a few thousand model rows per coalition.
+#: Background rows drawn when the caller names no size. Cost grows with it linearly: exact
+#: enumeration of 10 features is (2^10 - 2) * 50 = 51,100 model rows per instance, ~180 ms on
+#: one core for the default architecture (bench/results/explain-cost.md).
 DEFAULT_BACKGROUND_ROWS = 50
 
 
