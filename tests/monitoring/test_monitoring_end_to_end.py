@@ -36,17 +36,25 @@ from tests.support import free_port
 def _rows(n: int, seed: int, shift: float) -> list[dict[str, object]]:
     frame = draw_features(np.random.default_rng(seed), n, x1_shift=shift)
     return [
-        {"x1": float(r.x1), "x2": float(r.x2), "colour": str(r.colour)}
-        for r in frame.itertuples(index=False)
+        {
+            "x1": float(r.x1),
+            "x2": float(r.x2),
+            "colour": str(r.colour),
+            "context": {"region": "north" if i % 2 else "south"},
+        }
+        for i, r in enumerate(frame.itertuples(index=False))
     ]
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[LiveServer, int, Path]]:
     bundle = write_drift_bundle(tmp_path / "models")
-    # Fairness figures sliced by a model input, so the fairness panels and alert have data.
+    # Fairness figures sliced by a model input and by a request context attribute, so the
+    # fairness panels and alert have data.
     colour = SensitiveColumn(name="colour", source="feature", groups=["blue", "green", "red"])
-    write_manifest(bundle.path, bundle.manifest.model_copy(update={"sensitive": [colour]}))
+    region = SensitiveColumn(name="region", source="context", groups=["north", "south"])
+    sensitive = {"sensitive": [colour, region]}
+    write_manifest(bundle.path, bundle.manifest.model_copy(update=sensitive))
     url = str(tmp_path / "predictions")
     server = start_live_server(
         bundle.repository,
@@ -106,8 +114,13 @@ def test_every_dashboard_query_and_rule_has_data(
     assert drifted, "the shifted feature reaches Prometheus as drifted"
     realized = prometheus.wait_for('probserve_realized_accuracy{model="toy"}')
     assert 0.0 <= float(realized[0]["value"][1]) <= 1.0
-    groups = prometheus.wait_for('probserve_fairness_group_rows{model="toy",column="colour"}')
-    assert sum(float(g["value"][1]) for g in groups) >= 300  # every row in some group
+    # Every row in some colour group; the context attribute went from the requests through the
+    # log to the drift monitor (a scrape may still show a run older than the 300-row one).
+    prometheus.wait_for('sum(probserve_fairness_group_rows{model="toy",column="colour"}) >= 300')
+    regions = prometheus.wait_for(
+        'probserve_fairness_group_rows{model="toy",column="region"} == 150'
+    )
+    assert sorted(g["metric"]["group"] for g in regions) == ["north", "south"]
 
     time.sleep(3)  # two more scrapes, so every rate() has two samples in its window
     missing = []
