@@ -5,12 +5,7 @@ reference rows; their mean is reported with an interval from the members' spread
 (docs/architecture.md, "Explanations").
 """
 
-from service.explain.background import (
-    DEFAULT_BACKGROUND_ROWS,
-    Background,
-    background_from_columns,
-    load_background,
-)
+from service.explain.background import Background, background_from_columns, load_background
 from service.explain.coalitions import (
     MAX_EXACT_FEATURES,
     CoalitionPlan,
@@ -19,12 +14,15 @@ from service.explain.coalitions import (
     permutation_plan,
     shapley_weight,
 )
-from service.explain.encode import encode_explanation
-from service.explain.errors import BackgroundError, ExplainerBusy, ExplanationDeadlineExceeded
-from service.explain.explainer import (
+from service.explain.defaults import (
+    DEFAULT_BACKGROUND_ROWS,
     DEFAULT_DEADLINE_S,
     DEFAULT_MAX_ROWS,
     DEFAULT_QUEUE_SIZE,
+)
+from service.explain.encode import encode_explanation
+from service.explain.errors import BackgroundError, ExplainerBusy, ExplanationDeadlineExceeded
+from service.explain.explainer import (
     Explainer,
     ExplainerSettings,
     ExplainOutcome,

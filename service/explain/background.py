@@ -16,17 +16,13 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from service.bundle import REFERENCE_FILE, Manifest, graph_columns
+from service.explain.defaults import DEFAULT_BACKGROUND_ROWS
 from service.explain.errors import BackgroundError
 from service.explain.valuation import ModelFunction
 from service.uncertainty import ensemble_mean
 
 if TYPE_CHECKING:  # the engine is numpy only: ONNX Runtime is the caller's business
     from service.runtime.model import Columns
-
-#: Background rows drawn when the caller names no size. Cost grows with it linearly: exact
-#: enumeration of 10 features is (2^10 - 2) * 50 = 51,100 model rows per instance, ~180 ms on
-#: one core for the default architecture (bench/results/explain-cost.md).
-DEFAULT_BACKGROUND_ROWS = 50
 
 
 @dataclass(frozen=True)

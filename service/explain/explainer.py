@@ -21,8 +21,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from service.errors import InvalidInput, ModelNotReady
-from service.explain.background import DEFAULT_BACKGROUND_ROWS, Background, load_background
+from service.explain.background import Background, load_background
 from service.explain.coalitions import MAX_EXACT_FEATURES
+from service.explain.defaults import (
+    DEFAULT_BACKGROUND_ROWS,
+    DEFAULT_DEADLINE_S,
+    DEFAULT_MAX_ROWS,
+    DEFAULT_QUEUE_SIZE,
+)
 from service.explain.errors import ExplainerBusy, ExplanationDeadlineExceeded
 from service.explain.result import InstanceExplanation
 from service.explain.shapley import DEFAULT_PERMUTATIONS, Plan, choose_plan, explain_rows
@@ -34,11 +40,6 @@ if TYPE_CHECKING:
     from service.types import FeatureBatch
 
 logger = logging.getLogger(__name__)
-
-#: Defaults for the settings the service exposes (see ExplainerSettings).
-DEFAULT_MAX_ROWS = 16
-DEFAULT_QUEUE_SIZE = 4
-DEFAULT_DEADLINE_S = 30.0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,14 @@
+"""The explainer's operator-facing defaults, stdlib only: the settings read them at start-up."""
+
+from __future__ import annotations
+
+#: Instances one explain request may carry.
+DEFAULT_MAX_ROWS = 16
+#: Explain requests that may wait per model version beyond those running.
+DEFAULT_QUEUE_SIZE = 4
+#: Seconds from submission to result.
+DEFAULT_DEADLINE_S = 30.0
+#: Reference rows drawn as the background. Cost grows with it linearly: exact enumeration of 10
+#: features is (2^10 - 2) * 50 = 51,100 model rows per instance, ~180 ms on one core for the
+#: default architecture (bench/results/explain-cost.md).
+DEFAULT_BACKGROUND_ROWS = 50
