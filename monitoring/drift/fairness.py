@@ -18,7 +18,7 @@ labelled rows is reported but left out of the disparity (docs/architecture.md, M
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +41,8 @@ from service.fairness import (
     BOOTSTRAP_LEVEL,
     MIN_GROUP_SIZE,
     POSITIVE_CLASS,
+    RESERVED_GROUPS,
+    MetricFunction,
     accuracy,
     between_groups,
     bootstrap_interval,
@@ -95,7 +97,7 @@ class Figure:
     """One per-group figure: its metric, the rows it is computed on, its sample parameters."""
 
     name: str
-    metric: Callable[..., float]
+    metric: MetricFunction
     rows: NDArray[np.bool_]
     params: Mapping[str, NDArray[np.generic]]
 
@@ -235,13 +237,13 @@ def sensitive_figures(
     figures: list[Figure],
     settings: FairnessSettings,
 ) -> SensitiveFigures:
-    """Every group of one sensitive column (the manifest's, then any bucket with rows)."""
+    """Every group of one sensitive column: the manifest's, then each bucket that has rows."""
     n = len(arrays.predicted)
     labels = group_labels(
         [None] * n if values is None else values.to_numpy(dtype=object), column.groups
     )
-    present = dict.fromkeys(labels.tolist())
-    order = [*column.groups, *(g for g in present if g not in column.groups)]
+    present = set(labels.tolist())
+    order = [*column.groups, *(g for g in RESERVED_GROUPS if g in present)]
     groups: dict[str, GroupFigures] = {}
     for group in order:
         rows = labels == group
@@ -284,8 +286,8 @@ def fairness_figures(
         if values is None:
             logged = column.name if column.source == "feature" else context_column(column.name)
             notes.append(
-                f"sensitive column {column.name!r} ({column.source}) is not in the window "
-                f"(no log column {logged}): every row counts in its 'missing' group"
+                f"sensitive column {column.name!r} ({column.source}) has no column {logged!r} "
+                "in the log window: every row counts in its 'missing' group"
             )
         columns[column.name] = sensitive_figures(column, values, arrays, figures, settings)
     return (
