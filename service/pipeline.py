@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from service.codecs.base import Codec, DecodeLimits
+from service.codecs.base import Codec, DecodeLimits, ExplainCodec
 from service.errors import ModelNotFound, ModelNotReady, ProbserveError, internal_error
 from service.registry import ModelRegistry
 from service.request_ids import request_id_from_headers, usable_request_id
 from service.telemetry.events import RequestDone, Telemetry
-from service.types import InferenceRequest, ModelHandle, Prediction
+from service.types import Explanation, InferenceRequest, ModelHandle, Prediction
 
 logger = logging.getLogger(__name__)
 
 P = TypeVar("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 def parse_version(name: str, version: str | None) -> int | None:
@@ -68,6 +70,33 @@ class Pipeline:
         request_id: str | None = None,
     ) -> R:
         """The reply to one request: ``request_id`` is the caller's (a header), if any."""
+        return await self._serve(
+            codec, codec.encode, self.predict, name, version, payload, request_id
+        )
+
+    async def run_explain(
+        self,
+        codec: ExplainCodec[P, R],
+        name: str,
+        version: str | None,
+        payload: P,
+        request_id: str | None = None,
+    ) -> R:
+        """The reply to one explain request: the same steps, with the explainer for the batcher."""
+        return await self._serve(
+            codec, codec.encode, self.explain, name, version, payload, request_id
+        )
+
+    async def _serve(
+        self,
+        codec: Codec[P, R] | ExplainCodec[P, R],
+        encode: Callable[[T], R],
+        compute: Callable[[ModelHandle, InferenceRequest, str, str, float], Awaitable[T]],
+        name: str,
+        version: str | None,
+        payload: P,
+        request_id: str | None,
+    ) -> R:
         telemetry = self.telemetry
         endpoint = codec.endpoint
         telemetry.request_started(endpoint)
@@ -82,8 +111,7 @@ class Pipeline:
             request = codec.decode(payload, handle.manifest, self.limits)
             # A body's id wins (V2 clients match answers by it) when it passes the header rule.
             chosen = usable_request_id(request.request_id) or chosen
-            prediction = await self.predict(handle, request, chosen, codec.protocol, started)
-            reply = codec.encode(prediction)
+            reply = encode(await compute(handle, request, chosen, codec.protocol, started))
         except ProbserveError as exc:
             status, error_type = exc.status_code, exc.error_type
             reply = codec.error(exc, chosen)
@@ -140,3 +168,25 @@ class Pipeline:
         except Exception:  # metrics or logging trouble must not fail a computed answer
             logger.exception("telemetry failed to record a prediction")
         return prediction
+
+    async def explain(
+        self,
+        handle: ModelHandle,
+        request: InferenceRequest,
+        request_id: str,
+        protocol: str,
+        started: float,
+    ) -> Explanation:
+        """Attributions for every row, from the version's explainer (its own bounded queue)."""
+        runtime = handle.runtime
+        if runtime is None:
+            raise ModelNotReady(
+                f"model {handle.name!r} version {handle.version} has no runtime", model=handle.name
+            )
+        explainer = await runtime.explainer()
+        outcome = await explainer.explain(request.batch, request.confidence_level)
+        try:
+            self.telemetry.explained(handle, request.batch.rows, outcome.duration_s)
+        except Exception:  # metrics trouble must not fail a computed answer
+            logger.exception("telemetry failed to record an explanation")
+        return Explanation(handle, request, outcome, explainer.method, request_id)

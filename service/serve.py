@@ -70,6 +70,24 @@ def serve(
     confidence_level: Annotated[
         float | None, _opt("Default confidence level (default 0.95).", "CONFIDENCE_LEVEL")
     ] = None,
+    explain_max_rows: Annotated[
+        int | None, _opt("Rows one explain request may carry (default 16).", "EXPLAIN_MAX_ROWS")
+    ] = None,
+    explain_queue_size: Annotated[
+        int | None,
+        _opt("Explain requests waiting per model before 503 (default 4).", "EXPLAIN_QUEUE_SIZE"),
+    ] = None,
+    explain_deadline_s: Annotated[
+        float | None,
+        _opt("Seconds an explain request may take (default 30).", "EXPLAIN_DEADLINE_S"),
+    ] = None,
+    explain_background_rows: Annotated[
+        int | None,
+        _opt(
+            "Reference rows attributions are computed against (default 50).",
+            "EXPLAIN_BACKGROUND_ROWS",
+        ),
+    ] = None,
     max_request_bytes: Annotated[
         int | None, _opt("Largest request body (default 8 MiB).", "MAX_REQUEST_BYTES")
     ] = None,

@@ -48,6 +48,7 @@ class Server:
             batch_observers=(telemetry.batch_ran,),
             shed_observers=(telemetry.requests_shed,),
             requests=self.connections,
+            explain=settings.explainer(),
         )
         self.registry = ModelRegistry(
             settings.model_repository,

@@ -7,6 +7,7 @@ turning them into means, intervals and sets per batch is the data plane's uncert
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from service.bundle import (
     AdaptedConformalError,
     read_adapted_conformal,
 )
+from service.explain import Explainer, ExplainerSettings
 from service.runtime import ExecutionProviders, LoadedModel, load_model
 from service.types import ModelHandle, Uncertainty
 from service.uncertainty import (
@@ -118,6 +120,22 @@ class ServedVersion:
     batcher: DynamicBatcher[Uncertainty]
     #: The conformal scores the sets come from (the bundle's, or adapted ones).
     conformal: ConformalCalibration
+    #: How this version's explainer is built, on the first explain request (its background
+    #: costs a read of the reference and a model run: most versions are never explained).
+    explain_settings: ExplainerSettings = field(default_factory=ExplainerSettings)
+    _explainer: Explainer | None = field(default=None, init=False)
+    _explainer_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+
+    async def explainer(self) -> Explainer:
+        """This version's explainer, built off the event loop the first time it is asked for."""
+        async with self._explainer_lock:
+            if self._explainer is None:
+                built = await asyncio.to_thread(
+                    Explainer.for_model, self.model, self.explain_settings
+                )
+                object.__setattr__(self, "_explainer", built)
+            assert self._explainer is not None
+            return self._explainer
 
     def conformal_state(self) -> dict[str, object]:
         """Where the sets come from now, for model metadata: source, revision, window, time."""
@@ -146,6 +164,7 @@ class ServedVersion:
         batch_observers: Sequence[BatchObserver] = (),
         shed_observers: Sequence[ShedObserver] = (),
         requests: HeldRequests | None = None,
+        explain: ExplainerSettings | None = None,
     ) -> ServedVersion:
         """Precompute the arrays from the manifest and build the version's batcher."""
         manifest = model.manifest
@@ -165,11 +184,14 @@ class ServedVersion:
             shed_observers=shed_observers,
             requests=requests,
         )
-        return cls(model, batcher, conformal)
+        return cls(model, batcher, conformal, explain or ExplainerSettings())
 
     async def close(self) -> None:
-        """Drain the batcher: queued and running batches finish on this version."""
+        """Drain the batcher: queued and running batches finish on this version; explanations
+        still running are stopped (their callers get 503)."""
         await self.batcher.close()
+        if self._explainer is not None:
+            await asyncio.to_thread(self._explainer.close)
 
 
 @dataclass(frozen=True)
@@ -186,6 +208,7 @@ class VersionLoader:
     batch_observers: Sequence[BatchObserver] = field(default=())
     shed_observers: Sequence[ShedObserver] = field(default=())
     requests: HeldRequests | None = None
+    explain: ExplainerSettings = field(default_factory=ExplainerSettings)
 
     def __call__(self, path: Path, name: str, version: int) -> ModelHandle:
         """Load, verify and warm up one version (blocking: the registry runs it in a thread)."""
@@ -202,6 +225,7 @@ class VersionLoader:
             batch_observers=self.batch_observers,
             shed_observers=self.shed_observers,
             requests=self.requests,
+            explain=self.explain,
         )
         return ModelHandle(
             loaded.name, loaded.version, loaded.manifest, loaded.provider, runtime=runtime

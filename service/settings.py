@@ -15,6 +15,13 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.batching.config import BatchingConfig
+from service.explain.defaults import (
+    DEFAULT_BACKGROUND_ROWS,
+    DEFAULT_DEADLINE_S,
+    DEFAULT_MAX_ROWS,
+    DEFAULT_QUEUE_SIZE,
+)
+from service.explain.explainer import ExplainerSettings
 from service.predlog.urls import DEFAULT_LOG_URL
 from service.provider_names import parse_provider_names
 from service.uncertainty.levels import MAX_CONFIDENCE_LEVEL, MIN_CONFIDENCE_LEVEL
@@ -113,6 +120,31 @@ class Settings(BaseSettings):
     )
     max_rows_per_request: int = Field(
         default=4096, ge=1, le=1_000_000, description="Rows one request may carry."
+    )
+    # Explanations run in their own bounded queue, off the prediction path (service/explain/).
+    explain_max_rows: int = Field(
+        default=DEFAULT_MAX_ROWS,
+        ge=1,
+        le=1024,
+        description="Instances one explain request may carry.",
+    )
+    explain_queue_size: int = Field(
+        default=DEFAULT_QUEUE_SIZE,
+        ge=1,
+        le=1024,
+        description="Explain requests that may wait per model version; past it 503 at once.",
+    )
+    explain_deadline_s: float = Field(
+        default=DEFAULT_DEADLINE_S,
+        gt=0.0,
+        le=3600.0,
+        description="Seconds an explain request may take, waiting included; past it 503.",
+    )
+    explain_background_rows: int = Field(
+        default=DEFAULT_BACKGROUND_ROWS,
+        ge=1,
+        le=10_000,
+        description="Reference rows the attributions are computed against (fixed seed).",
     )
     confidence_level: float = Field(
         default=0.95,
@@ -347,6 +379,15 @@ class Settings(BaseSettings):
             max_queued_rows=self.max_queued_rows,
             max_queue_wait_s=self.max_queue_wait_s or None,
             inline_max_us=self.inline_max_us,
+        )
+
+    def explainer(self) -> ExplainerSettings:
+        """What every model version's explainer is built with."""
+        return ExplainerSettings(
+            max_rows=self.explain_max_rows,
+            queue_size=self.explain_queue_size,
+            deadline_s=self.explain_deadline_s,
+            background_size=self.explain_background_rows,
         )
 
     def admin_token_value(self) -> str | None:

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from service.bundle import Manifest
 
 if TYPE_CHECKING:  # the served runtime imports the batcher and ONNX Runtime: types stay light
+    from service.explain import ExplainOutcome
     from service.serving import ServedVersion
 
 
@@ -103,6 +104,17 @@ class Prediction:
     inference_s: float
     served_at: float  # unix seconds
     latency_s: float  # from the request's start to its answer being computed
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """One explain request's answer as the pipeline computed it: one explanation per row."""
+
+    handle: ModelHandle
+    request: InferenceRequest
+    outcome: ExplainOutcome
+    method: str  # "exact" or "permutation(n=...)"
+    request_id: str
 
 
 @dataclass(frozen=True)

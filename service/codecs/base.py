@@ -13,7 +13,7 @@ from typing import Protocol, TypeVar
 
 from service.bundle import Manifest
 from service.errors import ProbserveError
-from service.types import InferenceRequest, Prediction
+from service.types import Explanation, InferenceRequest, Prediction
 
 P_contra = TypeVar("P_contra", contravariant=True)
 R_co = TypeVar("R_co", covariant=True)
@@ -28,7 +28,7 @@ class DecodeLimits:
 
 
 class Codec(Protocol[P_contra, R_co]):
-    """One protocol's decode and encode; ``protocol`` labels metrics and log rows."""
+    """One protocol's decode and encode of predictions; ``protocol`` labels metrics and log rows."""
 
     @property
     def protocol(self) -> str:
@@ -44,6 +44,29 @@ class Codec(Protocol[P_contra, R_co]):
         """Validate ``payload`` against the model; InvalidInput names what was wrong and where."""
 
     def encode(self, prediction: Prediction) -> R_co:
+        """The successful reply."""
+
+    def error(self, exc: ProbserveError, request_id: str) -> R_co:
+        """The reply for a domain error."""
+
+
+class ExplainCodec(Protocol[P_contra, R_co]):
+    """A protocol's decode and encode of explanations (the same requests, another answer)."""
+
+    @property
+    def protocol(self) -> str:
+        """ "v1"."""
+
+    @property
+    def endpoint(self) -> str:
+        """The telemetry endpoint label of its requests."""
+
+    def decode(
+        self, payload: P_contra, manifest: Manifest, limits: DecodeLimits
+    ) -> InferenceRequest:
+        """Validate ``payload`` against the model; InvalidInput names what was wrong and where."""
+
+    def encode(self, explanation: Explanation) -> R_co:
         """The successful reply."""
 
     def error(self, exc: ProbserveError, request_id: str) -> R_co:

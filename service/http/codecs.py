@@ -12,11 +12,13 @@ from service.codecs.columns import load_json
 from service.codecs.records import decode_predict_request, encode_predict_response
 from service.codecs.v2 import decode_infer_request, encode_infer_response
 from service.errors import ProbserveError
+from service.explain import encode_explanation
 from service.http.answer import Answer, error_answer
-from service.types import InferenceRequest, Prediction
+from service.types import Explanation, InferenceRequest, Prediction
 
 ENDPOINT_V1 = "v1_predict"
 ENDPOINT_V2 = "v2_infer"
+ENDPOINT_EXPLAIN = "v1_explain"
 
 
 class NativeCodec:
@@ -27,12 +29,7 @@ class NativeCodec:
 
     def decode(self, payload: bytes, manifest: Manifest, limits: DecodeLimits) -> InferenceRequest:
         """The native request, validated against the model."""
-        return decode_predict_request(
-            load_json(payload),
-            manifest,
-            max_rows=limits.max_rows,
-            default_level=limits.default_level,
-        )
+        return _native_request(payload, manifest, limits)
 
     def encode(self, prediction: Prediction) -> Answer:
         """200 with the native answer."""
@@ -81,5 +78,44 @@ class V2Codec:
         return error_answer(exc, request_id, v2=True)
 
 
+class ExplainCodec:
+    """``POST /v1/models/{name}[/versions/{v}]/explain``: a native predict body in, attributions
+    with their intervals out, one per instance."""
+
+    protocol = "v1"
+    endpoint = ENDPOINT_EXPLAIN
+
+    def decode(self, payload: bytes, manifest: Manifest, limits: DecodeLimits) -> InferenceRequest:
+        """The native request, validated against the model (the explainer bounds its rows)."""
+        return _native_request(payload, manifest, limits)
+
+    def encode(self, explanation: Explanation) -> Answer:
+        """200 with one explanation per instance, in order."""
+        manifest = explanation.handle.manifest
+        features, classes = manifest.feature_names, manifest.classes
+        body = {
+            "explanations": [
+                encode_explanation(e, features, classes) for e in explanation.outcome.explanations
+            ],
+            "model": explanation.handle.name,
+            "version": explanation.handle.version,
+            "confidence_level": explanation.request.confidence_level,
+            "method": explanation.method,
+            "request_id": explanation.request_id,
+        }
+        return Answer(200, orjson.dumps(body), explanation.request_id)
+
+    def error(self, exc: ProbserveError, request_id: str) -> Answer:
+        """The native error body."""
+        return error_answer(exc, request_id, v2=False)
+
+
+def _native_request(payload: bytes, manifest: Manifest, limits: DecodeLimits) -> InferenceRequest:
+    return decode_predict_request(
+        load_json(payload), manifest, max_rows=limits.max_rows, default_level=limits.default_level
+    )
+
+
 NATIVE = NativeCodec()
 V2 = V2Codec()
+EXPLAIN = ExplainCodec()

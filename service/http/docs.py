@@ -115,6 +115,47 @@ PREDICT_RESPONSE_SCHEMA: dict[str, Any] = {
     },
 }
 
+_NUMBER_PER_CLASS: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "number"}}
+EXPLAIN_RESPONSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "explanations": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["label", "base_values", "attributions", "method", "additivity_error"],
+                "properties": {
+                    "label": {"type": "string"},
+                    "base_values": _NUMBER_PER_CLASS,
+                    "attributions": {
+                        "type": "object",
+                        "description": "feature -> class -> the attribution and its interval",
+                        "additionalProperties": {
+                            "type": "object",
+                            "additionalProperties": {
+                                "type": "object",
+                                "required": ["value", "lower", "upper"],
+                                "properties": {
+                                    "value": {"type": "number"},
+                                    "lower": {"type": "number"},
+                                    "upper": {"type": "number"},
+                                },
+                            },
+                        },
+                    },
+                    "method": {"type": "string"},
+                    "additivity_error": _NUMBER_PER_CLASS,
+                },
+            },
+        },
+        "model": {"type": "string"},
+        "version": {"type": "integer"},
+        "confidence_level": {"type": "number"},
+        "method": {"type": "string"},
+        "request_id": {"type": "string"},
+    },
+}
+
 INFER_RESPONSE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {

@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, FastAPI, Header
+from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
@@ -21,6 +21,8 @@ from fastapi_offline import FastAPIOffline
 from service.codecs.examples import predict_example
 from service.codecs.v2 import model_metadata
 from service.http import docs
+from service.http.answer import Answer
+from service.http.codecs import EXPLAIN
 from service.http.errors import JSON, install_error_handlers
 from service.http.public import public_reason
 from service.http.telemetry_routes import build_telemetry_router
@@ -132,7 +134,57 @@ def _v1_routes(server: Server) -> APIRouter:
         # A request body that works against this model: copy it, change the values, send it.
         return json_response({**asdict(info), "example": predict_example(handle.manifest)})
 
+    async def explain(request: Request, name: str, version: str | None) -> Response:
+        # The lean front read the body under the size limit before handing the request on.
+        body = await request.body()
+        header_id = request.headers.get("x-request-id")
+        return _send(await pipeline.run_explain(EXPLAIN, name, version, body, header_id))
+
+    extra = docs.request_body(docs.PREDICT_REQUEST_SCHEMA)
+    answers = docs.responses(docs.EXPLAIN_RESPONSE_SCHEMA)
+    about = (
+        "Interventional Shapley values of the served probability of every class, per feature, "
+        "each with an interval from the ensemble members' spread at the confidence level; "
+        "exact up to 10 features, sampled above. Runs in its own bounded queue (503 when full)."
+    )
+
+    @router.post(
+        "/models/{name}/explain",
+        summary="Explain predictions of the newest version",
+        description=about,
+        openapi_extra=extra,
+        responses=answers,
+    )
+    async def explain_latest(request: Request, name: str) -> Response:
+        return await explain(request, name, None)
+
+    @router.post(
+        "/models/{name}:explain",
+        summary="Explain predictions (KServe V1 path)",
+        description=about,
+        openapi_extra=extra,
+        responses=answers,
+    )
+    async def explain_kserve(request: Request, name: str) -> Response:
+        return await explain(request, name, None)
+
+    @router.post(
+        "/models/{name}/versions/{version}/explain",
+        summary="Explain predictions of one version",
+        description=about,
+        openapi_extra=extra,
+        responses=answers,
+    )
+    async def explain_version(request: Request, name: str, version: str) -> Response:
+        return await explain(request, name, version)
+
     return router
+
+
+def _send(answer: Answer) -> Response:
+    headers = {k.decode(): v.decode() for k, v in answer.extra_headers}
+    headers["x-request-id"] = answer.request_id
+    return Response(answer.body, answer.status, headers=headers, media_type=answer.content_type)
 
 
 def _v2_routes(server: Server) -> APIRouter:

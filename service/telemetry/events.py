@@ -47,6 +47,9 @@ class Telemetry:
     def prediction_served(self, prediction: Prediction) -> None:
         """Predictions were computed for one request (metrics, prediction log)."""
 
+    def explained(self, handle: ModelHandle, rows: int, seconds: float) -> None:
+        """An explain request's rows were explained in ``seconds`` (queue wait included)."""
+
     def batch_ran(self, stats: BatchStats) -> None:
         """One ONNX call finished (batch size, queue wait, inference time); on the worker
         thread, or on the event loop when the idle fast path ran it there."""

@@ -39,6 +39,8 @@ LATENCY_BUCKETS = (
     1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 #: Rows per ONNX call: powers of two up to the largest batch size setting's usual range.
+#: Explanations take tens of milliseconds to seconds (Shapley values cost many model rows).
+EXPLAIN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 #: Width of the predicted class's interval, a probability difference in (0, 1).
 WIDTH_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
@@ -154,6 +156,13 @@ class ServiceMetrics:
             "probserve_errors_total",
             "Requests answered with an error, by error type.",
             ("model", "type"),
+            registry=r,
+        )
+        self.explain_duration = Histogram(
+            "probserve_explain_duration_seconds",
+            "Seconds from an explain request's submission to its attributions, queue included.",
+            ("model", "version"),
+            buckets=EXPLAIN_BUCKETS,
             registry=r,
         )
         # Requests count sheds in probserve_errors_total; rows say how much work was refused.

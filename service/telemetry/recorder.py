@@ -190,6 +190,12 @@ class ServiceTelemetry(Telemetry):
         finally:
             t.lock.release()
 
+    def explained(self, handle: ModelHandle, rows: int, seconds: float) -> None:
+        """Explain duration (rare and slow, so straight to the histogram)."""
+        m = self.metrics
+        if m is not None:
+            m.explain_duration.labels(handle.name, self._version(handle.version)).observe(seconds)
+
     def requests_shed(self, stats: ShedStats) -> None:
         """Rows refused by load shedding (rare, so straight to the counter)."""
         m = self.metrics

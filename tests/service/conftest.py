@@ -57,7 +57,12 @@ def make_weights(
 
 
 def write_test_bundle(
-    repository: Path, name: str = "toy", *, seed: int = 0, members: int = 4
+    repository: Path,
+    name: str = "toy",
+    *,
+    seed: int = 0,
+    members: int = 4,
+    reference_rows: int = 64,
 ) -> Path:
     """Write one random-weight bundle version of ``name`` and return its directory."""
     rng = np.random.default_rng(seed)
@@ -68,9 +73,9 @@ def write_test_bundle(
     }
     reference = pd.DataFrame(
         {
-            "x1": rng.normal(size=64),
-            "x2": rng.normal(5, 2, size=64),
-            "colour": rng.choice(["blue", "green", "red"], size=64),
+            "x1": rng.normal(size=reference_rows),
+            "x2": rng.normal(5, 2, size=reference_rows),
+            "colour": rng.choice(["blue", "green", "red"], size=reference_rows),
         }
     )
     return write_bundle(

@@ -169,3 +169,12 @@ def test_explicit_cuda_without_a_gpu_exits_2(
     assert main(["serve", "--providers", "cuda", "--model-repository", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "CUDA" in err or "cuda" in err
+
+
+def test_every_setting_has_a_serve_flag_and_every_flag_a_setting() -> None:
+    import inspect
+
+    from service.serve import serve
+
+    flags = set(inspect.signature(serve).parameters)
+    assert flags == set(Settings.model_fields)
