@@ -34,6 +34,11 @@ def channel_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.max_metadata_size", settings.max_header_bytes),
         ("grpc.absolute_max_metadata_size", settings.max_header_bytes),
         ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+        # Connections as max_connections bounds HTTP: with the streams bound, what clients that
+        # never finish a call can hold is bounded (a few KB each).
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
+        # A connection must finish its HTTP/2 handshake as fast as HTTP clients their headers.
+        ("grpc.server_handshake_timeout_ms", int(settings.header_timeout_s * 1000)),
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
     ]
 
@@ -41,11 +46,10 @@ def channel_options(settings: Settings) -> list[tuple[str, int]]:
 async def start_grpc(server: Server) -> grpc.aio.Server:
     """Serve ``GRPCInferenceService`` on ``settings.host:settings.grpc_port``."""
     settings = server.settings
-    front = grpc.aio.server(
-        options=channel_options(settings),
-        # Calls running at once, as max_connections bounds HTTP: past it RESOURCE_EXHAUSTED.
-        maximum_concurrent_rpcs=settings.max_connections,
-    )
+    # No maximum_concurrent_rpcs: gRPC counts a call from its headers on, so clients that send
+    # headers and never the message would use up the cap and lock every good call out. The
+    # work itself is bounded where it queues (max_queued_rows: 503 UNAVAILABLE at once).
+    front = grpc.aio.server(options=channel_options(settings))
     add_GRPCInferenceServiceServicer_to_server(InferenceServicer(server), front)
     address = f"{settings.host}:{settings.grpc_port}"
     try:
