@@ -184,21 +184,39 @@ def test_run_writes_report_summary_and_workspace(
     assert (tmp_path / "ws").is_dir()
 
 
+def _sliced_run(
+    bundle: DriftBundle,
+    sensitive: SensitiveColumn,
+    window: pd.DataFrame,
+    url: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> tuple[Done, dict[str, Any]]:
+    """Declare ``sensitive`` in the bundle, log ``window``, run the job: its output and
+    summary.json."""
+    write_manifest(bundle.path, bundle.manifest.model_copy(update={"sensitive": [sensitive]}))
+    write_log(bundle, url, window, tmp_path / "spool")
+    done = drift(capfd, *_args(bundle, url, tmp_path))
+    assert done.returncode == 0, done.stderr
+    return done, json.loads((tmp_path / "out" / "summary.json").read_text())
+
+
+def _accuracy(rows: pd.DataFrame) -> float:
+    """Realized accuracy of the labelled ones of ``rows``, counted directly."""
+    labelled = rows[rows["true_label"].notna()]
+    return float((labelled["label"] == labelled["true_label"]).mean())
+
+
 @pytest.mark.slow
 def test_run_slices_a_real_log_by_a_sensitive_feature(
     drift_bundle: DriftBundle, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     colour = SensitiveColumn(name="colour", source="feature", groups=["blue", "green", "red"])
-    manifest = drift_bundle.manifest.model_copy(update={"sensitive": [colour]})
-    write_manifest(drift_bundle.path, manifest)
-    url = str(tmp_path / "predictions")
     window = drift_bundle.log_window(np.random.default_rng(31), 300, labelled=200)
     window.loc[0:9, "colour"] = "purple"  # not a training group: "other", too small
     window.loc[10:14, "colour"] = None  # logged as "": "missing", too small
-    write_log(drift_bundle, url, window, tmp_path / "spool")
-    done = drift(capfd, *_args(drift_bundle, url, tmp_path))
-    assert done.returncode == 0, done.stderr
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    url = str(tmp_path / "predictions")
+    done, summary = _sliced_run(drift_bundle, colour, window, url, tmp_path, capfd)
     column = summary["fairness"]["columns"]["colour"]
     assert column["source"] == "feature"
     groups = column["groups"]
@@ -207,12 +225,10 @@ def test_run_slices_a_real_log_by_a_sensitive_feature(
     assert groups["missing"] == {"rows": 5, "labelled_rows": 5, "too_small": True, "figures": {}}
     for name in ("blue", "green", "red"):
         rows = window[window["colour"] == name]
-        labelled = rows[rows["true_label"].notna()]
-        assert (groups[name]["rows"], groups[name]["labelled_rows"]) == (len(rows), len(labelled))
+        labelled = int(rows["true_label"].notna().sum())
+        assert (groups[name]["rows"], groups[name]["labelled_rows"]) == (len(rows), labelled)
         realized = groups[name]["figures"]["realized_accuracy"]
-        assert realized["value"] == pytest.approx(
-            float((labelled["label"] == labelled["true_label"]).mean())
-        )
+        assert realized["value"] == pytest.approx(_accuracy(rows))
         assert realized["low"] <= realized["value"] <= realized["high"]
     gap = column["disparity"]["realized_accuracy"]
     values = {
@@ -231,9 +247,6 @@ def test_run_slices_a_real_log_by_a_request_context_attribute(
     # "region" is kept out of the model: each request carries it as a context attribute, the
     # log's writer stores it as context.region, and the drift job slices by it.
     region = SensitiveColumn(name="region", source="context", groups=["north", "south"])
-    write_manifest(
-        drift_bundle.path, drift_bundle.manifest.model_copy(update={"sensitive": [region]})
-    )
     window = drift_bundle.log_window(np.random.default_rng(32), 240, labelled=240)
     window[context_column("region")] = np.where(np.arange(240) % 2 == 0, "north", "south")
     # South's labels are wrong on every other row: its realized accuracy is the lower one.
@@ -244,20 +257,16 @@ def test_run_slices_a_real_log_by_a_request_context_attribute(
     ]
     window.loc[0:3, context_column("region")] = "west"  # not a training group: "other"
     window.loc[4:5, context_column("region")] = None  # not given: "missing"
-    write_log(drift_bundle, log_url, window, tmp_path / "spool")
-    done = drift(capfd, *_args(drift_bundle, log_url, tmp_path))
-    assert done.returncode == 0, done.stderr
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    _, summary = _sliced_run(drift_bundle, region, window, log_url, tmp_path, capfd)
     column = summary["fairness"]["columns"]["region"]
     assert column["source"] == "context"
     rows = {g: v["rows"] for g, v in column["groups"].items()}
     # north: the 120 even rows but 0, 2 (west) and 4 (not given); south: the odd rows but 1, 3, 5.
     assert rows == {"north": 117, "south": 117, "other": 4, "missing": 2}
     for name in ("north", "south"):
-        rows_of = window[window[context_column("region")] == name]
         realized = column["groups"][name]["figures"]["realized_accuracy"]
         assert realized["value"] == pytest.approx(
-            float((rows_of["label"] == rows_of["true_label"]).mean())
+            _accuracy(window[window[context_column("region")] == name])
         )
     gap = column["disparity"]["realized_accuracy"]
     assert (gap["lowest"], gap["highest"]) == ("south", "north")
