@@ -76,7 +76,8 @@ def test_sigterm_lets_a_grpc_call_in_flight_finish(tmp_path: Path) -> None:
             await asyncio.sleep(0.2)
             server.live.process.send_signal(signal.SIGTERM)
             result = await call
-            return result.as_numpy("probabilities")
+            probabilities: np.ndarray = result.as_numpy("probabilities")
+            return probabilities
         finally:
             await client.close()
 
