@@ -89,11 +89,17 @@ def _published(service: dict[str, Any], env: dict[str, str] | None = None) -> di
 
 
 def test_ports_are_the_documented_ones(services: dict[str, dict[str, Any]]) -> None:
+    from service.settings import Settings
+
     for name, port in CONTAINER_PORTS.items():
         assert port in _published(services[name]), f"{name} does not publish {port}"
     hosts = [h for s in services.values() for h in _published(s).values()]
     assert len(hosts) == len(set(hosts)), "two services publish the same host port"
-    assert _published(services["evidently-ui"]) == {8000: "127.0.0.1:8001"}
+    assert _published(services["evidently-ui"]) == {8000: "127.0.0.1:8003"}
+    # The service's gRPC port where Triton and KServe clients look for it; the GPU one beside.
+    grpc = Settings.model_fields["grpc_port"].default
+    assert _published(services["probserve"]) == {8000: "127.0.0.1:8000", grpc: "127.0.0.1:8001"}
+    assert _published(services["probserve-gpu"])[grpc] == "127.0.0.1:8004"
 
 
 def test_ports_are_published_on_loopback_unless_the_user_says_otherwise(

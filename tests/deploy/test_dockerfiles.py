@@ -114,7 +114,8 @@ def test_final_image_runs_the_service_as_non_root(path: Path) -> None:
     (entrypoint,) = final.all("ENTRYPOINT")
     assert entrypoint.value == '["probserve", "serve"]'
     assert [v.value for v in final.all("VOLUME")] == ['["/models"]']
-    assert [e.value for e in final.all("EXPOSE")] == ["8000"]
+    # HTTP and gRPC, the settings' default ports.
+    assert [e.value for e in final.all("EXPOSE")] == ["8000 8001"]
     (healthcheck,) = final.all("HEALTHCHECK")
     assert "/healthz" in healthcheck.value and '"python"' in healthcheck.value
     # The healthcheck asks the port the service listens on (the setting's default, 8000).

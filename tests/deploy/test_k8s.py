@@ -244,8 +244,10 @@ def test_server_probes_ports_and_environment_agree_with_settings(
     probserve = {k for k in env if k.startswith("PROBSERVE_")}
     assert probserve <= service_env_names(), probserve - service_env_names()
     port = int(env.get("PROBSERVE_PORT", Settings.model_fields["port"].default))
-    (http,) = c["ports"]
+    grpc_port = int(env.get("PROBSERVE_GRPC_PORT", Settings.model_fields["grpc_port"].default))
+    http, grpc = c["ports"]
     assert (http["name"], http["containerPort"]) == ("http", port)
+    assert (grpc["name"], grpc["containerPort"]) == ("grpc", grpc_port)
     assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
@@ -261,8 +263,10 @@ def test_server_probes_ports_and_environment_agree_with_settings(
         mounts = {m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")}
         assert env["PROMETHEUS_MULTIPROC_DIR"] in mounts
     service = one(objects, "Service", "probserve")
-    (service_port,) = service["spec"]["ports"]
-    assert service_port["targetPort"] == "http" and service_port["port"] == port
+    service_http, service_grpc = service["spec"]["ports"]
+    assert service_http["targetPort"] == "http" and service_http["port"] == port
+    assert service_grpc["targetPort"] == "grpc" and service_grpc["port"] == grpc_port
+    assert service_grpc["appProtocol"] == "grpc"
 
 
 def test_drift_monitor_environment_is_real_drift_settings(rendered: tuple[str, Objects]) -> None:
