@@ -143,3 +143,19 @@ def test_an_explanation_past_its_deadline_is_a_503(
     assert answer.json()["type"] == "explanation_deadline_exceeded"
     # Predictions are untouched by the explainer's deadline.
     assert service.post("/v1/models/toy/predict", json={"instances": ROWS}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "context",
+    [{"group": "x" * 10_000}, {"group": {"nested": [1, 2]}}, "not an object", {"group": 1.5}],
+)
+def test_hostile_context_in_an_explain_request_is_a_400(
+    service: InProcessService, context: object
+) -> None:
+    # The toy model declares no context attribute: whatever shape it takes, it is refused by
+    # name, before any explanation work is queued.
+    answer = service.post(
+        "/v1/models/toy/explain", json={"instances": [{**ROWS[0], "context": context}]}
+    )
+    assert answer.status_code == 400
+    assert "context" in answer.json()["error"]
