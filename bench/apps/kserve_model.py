@@ -1,8 +1,8 @@
 """KServe's Python model server serving the benchmark's ONNX file through a minimal custom model.
 
 Runs in its own virtual environment (`probserve bench` installs it under ``.bench/``):
-``python kserve_model.py --onnx FILE --name MODEL --port P``. V2 REST: one [N] tensor per graph
-input in, the ensemble-mean class probabilities [N, C] out.
+``python kserve_model.py --onnx FILE --name MODEL --port P [--grpc-port G]``. V2 REST (and gRPC
+on G): one [N] tensor per graph input in, the ensemble-mean class probabilities [N, C] out.
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ class OnnxModel(Model):  # type: ignore[misc]
         """Run the graph on the request's tensors."""
         columns: dict[str, Any] = {}
         for tensor in payload.inputs:
+            # as_numpy reads JSON data and gRPC raw contents alike.
             if self.numeric[tensor.name]:
-                columns[tensor.name] = np.asarray(tensor.data, dtype=np.float32).reshape(-1, 1)
+                columns[tensor.name] = tensor.as_numpy().astype(np.float32).reshape(-1, 1)
             else:
-                columns[tensor.name] = np.asarray(tensor.data, dtype=object).reshape(-1, 1)
+                columns[tensor.name] = tensor.as_numpy().astype(object).reshape(-1, 1)
         probs = self.session.run(self.output, columns)[0].mean(axis=1).astype(np.float32)
         out = InferOutput(name="probabilities", shape=list(probs.shape), datatype="FP32")
         out.set_data_from_numpy(probs, binary_data=False)
@@ -49,10 +50,12 @@ if __name__ == "__main__":
     parser.add_argument("--onnx", required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--grpc-port", type=int, default=None)
     args, _ = parser.parse_known_args()
+    grpc = {} if args.grpc_port is None else {"grpc_port": args.grpc_port}
     server = ModelServer(
-        http_port=args.port, workers=1, enable_grpc=False, enable_docs_url=False,
-        access_log_format=None, enable_latency_logging=False,
+        http_port=args.port, workers=1, enable_grpc=args.grpc_port is not None,
+        enable_docs_url=False, access_log_format=None, enable_latency_logging=False, **grpc,
     )  # fmt: skip
     # The server configures logging in its constructor; uvicorn's access log is then turned off
     # so no contender pays for a log line per request.

@@ -101,7 +101,7 @@ def bench(
     extra = {
         name: installed_version(venvs / name / "bin" / "python", name)
         for name in contenders.EXTERNAL
-        if name in names
+        if name in names or f"{name}-grpc" in names
     }
     typer.echo("\n".join(table_lines(report)))
     for name, count in report.unsettled.items():

@@ -18,14 +18,16 @@ from service.bundle import MODEL_FILE
 #: Where the standalone contender apps live (bench/apps, beside this package).
 APPS_DIR = Path(__file__).resolve().parents[1] / "apps"
 
-#: Every contender, in table order; the last three need an install and are opt-in.
+#: Every contender, in table order; the external ones need an install and are opt-in.
 LOCAL = ("bare", "naive", "probserve", "probserve-v2", "probserve-lean")
 EXTERNAL = ("kserve", "mlserver")
-ALL = LOCAL + EXTERNAL
+#: The gRPC cell: the Open Inference Protocol's ModelInfer, driven by bench.harness.grpc_load.
+GRPC = ("probserve-grpc", "kserve-grpc")
+ALL = LOCAL + EXTERNAL + GRPC
 #: What `probserve bench` runs when no --contenders is given (no install needed).
 DEFAULT = ("bare", "naive", "probserve")
 #: The contenders that can run their graph on CUDA (KServe's and MLServer's models here are CPU).
-CUDA_CAPABLE = LOCAL
+CUDA_CAPABLE = (*LOCAL, "probserve-grpc")
 
 
 def delay_variant(delay_us: int) -> str:
@@ -42,13 +44,17 @@ def _variant_delay(name: str) -> int | None:
 
 @dataclass
 class Contender:
-    """One server: its command, environment, predict path and body protocol (v1 or v2)."""
+    """One server: its command, environment, predict path and body protocol (v1 or v2).
+
+    A gRPC contender also names its gRPC port: it is driven there, and probed over HTTP.
+    """
 
     name: str
     command: list[str]
     path: str
     protocol: str
     env: dict[str, str] = field(default_factory=dict)
+    grpc_port: int | None = None
 
 
 def free_port() -> int:
@@ -77,6 +83,7 @@ def _probserve(
     telemetry: bool,
     providers: str,
     delay_us: int | None = None,
+    grpc_port: int | None = None,
 ) -> Contender:
     # Every feature on: intervals and sets (the body asks for a level), validation, metrics and
     # the Parquet prediction log (a dataset directory, a plain path) in a throwaway directory;
@@ -84,9 +91,9 @@ def _probserve(
     log = str(work / name / "predictions") if telemetry else "none"
     cmd = [
         sys.executable, "-m", "service.cli", "serve", "--model-repository", str(repository),
-        "--host", "127.0.0.1", "--port", str(port), "--grpc-port", "0",
+        "--host", "127.0.0.1", "--port", str(port), "--grpc-port", str(grpc_port or 0),
     ]  # fmt: skip
-    v2 = name == "probserve-v2"
+    v2 = name in ("probserve-v2", "probserve-grpc")
     path = f"/v2/models/{model}/infer" if v2 else f"/v1/models/{model}/predict"
     env = {
         "PROBSERVE_METRICS": "true" if telemetry else "false",
@@ -96,7 +103,7 @@ def _probserve(
     }
     if delay_us is not None:
         env["PROBSERVE_MAX_QUEUE_DELAY_US"] = str(delay_us)
-    return Contender(name, cmd, path, "v2" if v2 else "v1", env)
+    return Contender(name, cmd, path, "v2" if v2 else "v1", env, grpc_port)
 
 
 def build(
@@ -129,13 +136,18 @@ def build(
     if name in ("probserve", "probserve-v2", "probserve-lean"):
         lean = name == "probserve-lean"
         return _probserve(name, repository, model, port, work, not lean, providers)
+    if name == "probserve-grpc":
+        return _probserve(name, repository, model, port, work, True, providers, None, free_port())
     if (delay_us := _variant_delay(name)) is not None:
         return _probserve(name, repository, model, port, work, True, providers, delay_us)
-    if name == "kserve":
+    if name in ("kserve", "kserve-grpc"):
         python = str(contender_python(venvs, "kserve"))
         script = str(APPS_DIR / "kserve_model.py")
         cmd = [python, script, "--onnx", onnx, "--name", model, "--port", str(port)]
-        return Contender(name, cmd, f"/v2/models/{model}/infer", "v2")
+        grpc = free_port() if name == "kserve-grpc" else None
+        if grpc is not None:
+            cmd += ["--grpc-port", str(grpc)]
+        return Contender(name, cmd, f"/v2/models/{model}/infer", "v2", grpc_port=grpc)
     if name == "mlserver":
         return _mlserver(model, onnx, port, work / name, venvs)
     raise ValueError(f"unknown contender {name!r}")

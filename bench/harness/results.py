@@ -139,6 +139,9 @@ def markdown(
             "- probserve: intervals, prediction sets and validation on, metrics on, Parquet "
             "prediction log in a temporary directory; probserve-lean: metrics and log off; "
             "probserve@Nus: probserve with the batching delay set to N microseconds",
+            "- the -grpc contenders are driven over gRPC (ModelInfer, raw tensor contents, the "
+            "same request for both) by bench.harness.grpc_load instead of wrk: closed-loop "
+            "grpc.aio callers, one HTTP/2 connection each, in up to 2 processes on the load core",
             f"- start-up to first answer (all started at once on one core): {ready}",
             "",
             "## Results",

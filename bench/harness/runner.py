@@ -25,8 +25,9 @@ from pathlib import Path
 
 from bench.harness import contenders as contenders_mod
 from bench.harness.ceiling import ceiling_rows_per_s
+from bench.harness.grpc_load import run_grpc_load
 from bench.harness.procs import continue_all, isolated, settle, tree, tree_rss_mib
-from bench.harness.workload import native_body, v2_body
+from bench.harness.workload import grpc_body, native_body, v2_body
 from bench.harness.wrk import LoadResult, pinned, run_wrk
 from service.bundle import bundle_path, model_names, model_versions, read_manifest
 from service.errors import UsageError
@@ -188,6 +189,7 @@ def run_benchmark(
         work = Path(tmp)
         env_base = {**os.environ, "PROBSERVE_LOG_LEVEL": "warning"}
         live: dict[str, tuple[str, str, int]] = {}  # name -> (url, protocol, pid)
+        grpc_targets: dict[str, str] = {}  # name -> host:port of the contenders driven by gRPC
         started: list[tuple[str, Server, str, bytes, str]] = []
         for server in names:
             port = contenders_mod.free_port()
@@ -202,6 +204,8 @@ def run_benchmark(
                 providers=providers,
             )
             url = f"http://127.0.0.1:{port}{c.path}"
+            if c.grpc_port is not None:
+                grpc_targets[server] = f"127.0.0.1:{c.grpc_port}"
             proc = Server(c.command, {**env_base, **c.env}, work / server / "server.log")
             stack.callback(proc.stop)
             started.append((server, proc, url, bodies[c.protocol](manifest, 1), c.protocol))
@@ -210,20 +214,28 @@ def run_benchmark(
             report.ready_s[server] = proc.wait_ready(url, probe)
             live[server] = (url, protocol, proc.proc.pid)
         pids = [pid for _, _, pid in live.values()]
-        for url, protocol, pid in live.values():
+
+        def drive(server: str, cell: Cell, seconds: float) -> LoadResult:
+            url, protocol, _ = live[server]
+            target = grpc_targets.get(server)
+            if target is None:
+                return _drive(url, bodies[protocol](manifest, cell.batch), cell, seconds)
+            request = grpc_body(manifest, cell.batch, name)
+            return run_grpc_load(
+                target, request, connections=cell.connections, seconds=seconds, core=LOAD_CORE
+            )
+
+        for server, (_, _, pid) in live.items():
             with isolated(pid, pids):  # warm-up: imports, allocations, thread start, caches
                 for cell in cells:
-                    _drive(url, bodies[protocol](manifest, cell.batch), cell, warmup_s)
+                    drive(server, cell, warmup_s)
         for _ in range(rounds):
-            for server, (url, protocol, pid) in live.items():
+            for server, (_, _, pid) in live.items():
                 with isolated(pid, pids):  # the server core to itself
                     for cell in cells:
                         if not _settle(pid):
                             report.unsettled[server] = report.unsettled.get(server, 0) + 1
-                        body = bodies[protocol](manifest, cell.batch)
-                        results.setdefault((server, cell), []).append(
-                            _drive(url, body, cell, seconds)
-                        )
+                        results.setdefault((server, cell), []).append(drive(server, cell, seconds))
         for server, (_, _, pid) in live.items():
             report.rss_mib[server] = tree_rss_mib(pid)
     for (server, cell), runs in results.items():

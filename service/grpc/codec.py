@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from service.bundle import Manifest
 from service.codecs.base import DecodeLimits
 from service.codecs.v2 import (
@@ -81,6 +83,12 @@ def as_v2_payload(request: ModelInferRequest) -> tuple[dict[str, Any], memoryvie
                     f"input {tensor.name!r} has both 'contents' and raw_input_contents: send one",
                     feature=tensor.name,
                 )
+            if tensor.datatype == "FP32" and len(raw[k]) % 4 == 0 and not parameters:
+                # As JSON numbers: the V2 decoder checks every numeric input of a request in
+                # one numpy pass, where raw tensors cost a pass each (30 for the demo model).
+                entry["data"] = np.frombuffer(raw[k], dtype="<f4").tolist()
+                inputs.append(entry)
+                continue
             parameters["binary_data_size"] = len(raw[k])
             chunks.append(raw[k])
         elif tensor.datatype == "BYTES":

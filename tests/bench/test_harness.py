@@ -20,6 +20,7 @@ import pytest
 
 from bench.harness import contenders
 from bench.harness.cli import parse_contenders, parse_delays, with_delay_variants
+from bench.harness.grpc_load import infer_request
 from bench.harness.procs import isolated, settle, tree, tree_cpu_s
 from bench.harness.results import HEADER, markdown, table_lines
 from bench.harness.runner import BenchReport, Cell, Row, parse_cells, run_benchmark
@@ -35,7 +36,7 @@ def test_cells_parse_rows_by_connections() -> None:
 
 
 def test_contenders_parse_and_external_ones_are_opt_in() -> None:
-    assert parse_contenders("all")[-2:] == ["kserve", "mlserver"]
+    assert parse_contenders("all")[-4:] == ["kserve", "mlserver", "probserve-grpc", "kserve-grpc"]
     assert parse_contenders("bare,probserve,bare") == ["bare", "probserve"]
     with pytest.raises(UsageError, match="--contenders"):
         parse_contenders("bare,torchserve")
@@ -85,6 +86,31 @@ def test_variants_and_providers_reach_the_servers_environment(tmp_path: Path) ->
     )
     with pytest.raises(ValueError, match="unknown contender"):
         contenders.build("probserve@fastus", **common)  # type: ignore[arg-type]
+
+
+def test_the_grpc_request_is_the_v2_body_with_raw_tensor_contents() -> None:
+    from tritonclient.grpc import service_pb2
+
+    body = {
+        "id": "b",
+        "inputs": [
+            {"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]},
+            {"name": "c", "shape": [2], "datatype": "BYTES", "data": ["ab", ""]},
+        ],
+        "parameters": {"confidence_level": 0.9},
+    }
+    request = service_pb2.ModelInferRequest.FromString(infer_request(body, "m"))
+    assert (request.model_name, request.id) == ("m", "b")
+    assert [(t.name, t.datatype, list(t.shape)) for t in request.inputs] == [
+        ("x", "FP32", [2]),
+        ("c", "BYTES", [2]),
+    ]
+    # Little-endian float32 1.0 and 2.0; BYTES as a uint32 length before each element.
+    assert list(request.raw_input_contents) == [
+        b"\x00\x00\x80\x3f\x00\x00\x00\x40",
+        b"\x02\x00\x00\x00ab\x00\x00\x00\x00",
+    ]
+    assert request.parameters["confidence_level"].double_param == 0.9
 
 
 def test_ratios_are_probserve_over_each_contender() -> None:
@@ -213,7 +239,7 @@ def test_bench_runs_local_contenders_and_writes_a_well_formed_table(
     bundle_repository: Path, tmp_path: Path
 ) -> None:
     require_program("wrk")
-    names = ["bare", "naive", "probserve", "probserve-lean"]
+    names = ["bare", "naive", "probserve", "probserve-lean", "probserve-grpc"]
     cells = [Cell(1, 1), Cell(4, 2)]
     report = run_benchmark(
         bundle_repository,
