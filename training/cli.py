@@ -170,6 +170,15 @@ def train_command(
             envvar=_env("exclude"),
         ),
     ] = None,
+    importance_rows: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="test rows explained for the model card's global feature importance "
+            "(0: no importance section)",
+            envvar=_env("importance-rows"),
+        ),
+    ] = _DEFAULTS.importance_rows,
     progress: Annotated[
         bool | None,
         typer.Option(
@@ -210,6 +219,7 @@ def train_command(
             categorical=tuple(categorical or ()),
             sensitive=split_names(sensitive, "--sensitive"),
             exclude=split_names(exclude, "--exclude"),
+            importance_rows=importance_rows,
             progress=progress,
         )
     except ValidationError as exc:

@@ -42,6 +42,7 @@ from training.report import (
     report_writer,
 )
 from training.report_fairness import fairness_report
+from training.report_importance import importance_inputs
 from training.sensitive import check_columns, context_frame, model_dataset, sensitive_columns
 from training.served_outputs import served_outputs
 from training.splits import SplitSizes, stratified_splits
@@ -84,6 +85,8 @@ class TrainConfig(BaseModel):
     #: Columns to slice fairness figures by; excluded columns stay out of the model's inputs.
     sensitive: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    #: Test rows explained for the card's global feature importance (0: no such section).
+    importance_rows: int = Field(default=64, ge=0)
     progress: bool | None = None
 
     def ensemble(self) -> EnsembleConfig:
@@ -239,6 +242,13 @@ def train(config: TrainConfig) -> TrainResult:
         )
         if sensitive
         else None,
+        importance=importance_inputs(
+            part["test"],
+            features,
+            config.importance_rows,
+            seed=config.seed,
+            level=REFERENCE_LEVEL,
+        ),
     )
     params: dict[str, str | int | float | bool | None] = {
         "data": config.data,
@@ -259,6 +269,7 @@ def train(config: TrainConfig) -> TrainResult:
         "test_size": config.test_size,
         "sensitive": ",".join(config.sensitive) or None,
         "exclude": ",".join(config.exclude) or None,
+        "importance_rows": config.importance_rows,
         "train_seconds": round(trained.history.seconds, 3),
         "parity_max_abs_diff": parity.max_abs_diff,
         **{f"rows_{s}": len(v) for s, v in labels.items()},

@@ -32,6 +32,13 @@ from service.bundle.manifest import (
 from service.uncertainty import ECE_BINS, ReliabilityBins
 from training.ensemble import TrainingHistory
 from training.report_fairness import FairnessReport, fairness_card, write_fairness_json
+from training.report_importance import (
+    ImportanceInputs,
+    ImportanceReport,
+    importance_card,
+    importance_report,
+    write_importance,
+)
 from training.served_outputs import served_outputs
 
 MODEL_CARD = "model_card.md"
@@ -58,6 +65,8 @@ class ReportInputs:
     device: str
     #: Fairness slices of the sensitive columns; None when the model has none.
     fairness: FairnessReport | None = None
+    #: Test rows whose explanations make the global feature importance; None: no such section.
+    importance: ImportanceInputs | None = None
 
 
 def report_writer(inputs: ReportInputs) -> Callable[[Path, Manifest], None]:
@@ -67,7 +76,13 @@ def report_writer(inputs: ReportInputs) -> Callable[[Path, Manifest], None]:
         report_dir.mkdir(parents=True, exist_ok=True)
         plot_reliability(inputs.reliability, report_dir / RELIABILITY_PNG)
         plot_loss_curves(inputs.history, report_dir / LOSS_CURVES_PNG)
-        (report_dir / MODEL_CARD).write_text(model_card(manifest, inputs))
+        importance = None
+        if inputs.importance is not None:
+            # The bundle writer calls this with model.onnx, the manifest and reference.parquet
+            # already in the staged bundle (report_dir's parent): the explanations run on them.
+            importance = importance_report(report_dir.parent, manifest, inputs.importance)
+            write_importance(importance, report_dir)
+        (report_dir / MODEL_CARD).write_text(model_card(manifest, inputs, importance))
         if inputs.fairness is not None:
             write_fairness_json(inputs.fairness, report_dir)
 
@@ -135,7 +150,9 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4f}"
 
 
-def model_card(manifest: Manifest, inputs: ReportInputs) -> str:
+def model_card(
+    manifest: Manifest, inputs: ReportInputs, importance: ImportanceReport | None = None
+) -> str:
     """The Markdown model card: data, model, calibration, every test figure and what it means."""
     m = manifest.metrics
     t = manifest.training
@@ -272,6 +289,7 @@ def model_card(manifest: Manifest, inputs: ReportInputs) -> str:
         f"{inputs.parity_max_abs_diff:.2e} (limit 1e-5). model.onnx sha256 "
         f"`{manifest.model_sha256}`.",
         "",
+        *(importance_card(importance) if importance is not None else []),
         *(fairness_card(inputs.fairness) if inputs.fairness is not None else []),
         "## Limits",
         "",
