@@ -19,13 +19,16 @@ class CliOutcome:
 
 
 def tiny_config(data: str, repository: Path, **overrides: Any) -> TrainConfig:
-    """A fast configuration: few members, few epochs, no progress bar."""
+    """A fast configuration: few members, few epochs, no progress bar, 4 rows explained."""
     settings: dict[str, Any] = {
         "data": data,
         "model_repository": repository,
         "members": 4,
         "epochs": 30,
         "patience": 10,
+        # Explanations cost far more than a tiny model's training: the card's importance
+        # section is tested in test_report_importance.py, elsewhere a few rows do.
+        "importance_rows": 4,
         "progress": False,
     }
     settings.update(overrides)
