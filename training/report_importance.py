@@ -54,7 +54,8 @@ class ImportanceInputs:
     """Test rows to explain: raw values column-wise (None = missing) and where they came from."""
 
     values: dict[str, list[FeatureValue]]
-    #: Positions of the rows in the test split (the reference's test rows, in the same order).
+    #: Positions in the test split; reference.parquet keeps its rows in that order while it
+    #: holds every held-out row (under MAX_REFERENCE_ROWS), so tools can find them there.
     positions: list[int]
     test_rows: int
     seed: int
