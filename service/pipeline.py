@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from service.codecs.base import Codec, DecodeLimits, ExplainCodec
+from service.codecs.base import Codec, DecodeLimits
 from service.errors import ModelNotFound, ModelNotReady, ProbserveError, internal_error
 from service.registry import ModelRegistry
 from service.request_ids import request_id_from_headers, usable_request_id
@@ -63,34 +63,29 @@ class Pipeline:
 
     async def run(
         self,
-        codec: Codec[P, R],
+        codec: Codec[P, Prediction, R],
         name: str,
         version: str | None,
         payload: P,
         request_id: str | None = None,
     ) -> R:
         """The reply to one request: ``request_id`` is the caller's (a header), if any."""
-        return await self._serve(
-            codec, codec.encode, self.predict, name, version, payload, request_id
-        )
+        return await self._serve(codec, self.predict, name, version, payload, request_id)
 
     async def run_explain(
         self,
-        codec: ExplainCodec[P, R],
+        codec: Codec[P, Explanation, R],
         name: str,
         version: str | None,
         payload: P,
         request_id: str | None = None,
     ) -> R:
         """The reply to one explain request: the same steps, with the explainer for the batcher."""
-        return await self._serve(
-            codec, codec.encode, self.explain, name, version, payload, request_id
-        )
+        return await self._serve(codec, self.explain, name, version, payload, request_id)
 
     async def _serve(
         self,
-        codec: Codec[P, R] | ExplainCodec[P, R],
-        encode: Callable[[T], R],
+        codec: Codec[P, T, R],
         compute: Callable[[ModelHandle, InferenceRequest, str, str, float], Awaitable[T]],
         name: str,
         version: str | None,
@@ -111,7 +106,7 @@ class Pipeline:
             request = codec.decode(payload, handle.manifest, self.limits)
             # A body's id wins (V2 clients match answers by it) when it passes the header rule.
             chosen = usable_request_id(request.request_id) or chosen
-            reply = encode(await compute(handle, request, chosen, codec.protocol, started))
+            reply = codec.encode(await compute(handle, request, chosen, codec.protocol, started))
         except ProbserveError as exc:
             status, error_type = exc.status_code, exc.error_type
             reply = codec.error(exc, chosen)

@@ -13,10 +13,11 @@ from typing import Protocol, TypeVar
 
 from service.bundle import Manifest
 from service.errors import ProbserveError
-from service.types import Explanation, InferenceRequest, Prediction
+from service.types import InferenceRequest
 
 P_contra = TypeVar("P_contra", contravariant=True)
 R_co = TypeVar("R_co", covariant=True)
+T_contra = TypeVar("T_contra", contravariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +28,9 @@ class DecodeLimits:
     default_level: float
 
 
-class Codec(Protocol[P_contra, R_co]):
-    """One protocol's decode and encode of predictions; ``protocol`` labels metrics and log rows."""
+class Codec(Protocol[P_contra, T_contra, R_co]):
+    """One protocol's decode, and encode of what the pipeline computed (a ``Prediction``, or
+    an ``Explanation`` for an explain codec); ``protocol`` labels metrics and log rows."""
 
     @property
     def protocol(self) -> str:
@@ -43,30 +45,7 @@ class Codec(Protocol[P_contra, R_co]):
     ) -> InferenceRequest:
         """Validate ``payload`` against the model; InvalidInput names what was wrong and where."""
 
-    def encode(self, prediction: Prediction) -> R_co:
-        """The successful reply."""
-
-    def error(self, exc: ProbserveError, request_id: str) -> R_co:
-        """The reply for a domain error."""
-
-
-class ExplainCodec(Protocol[P_contra, R_co]):
-    """A protocol's decode and encode of explanations (the same requests, another answer)."""
-
-    @property
-    def protocol(self) -> str:
-        """ "v1"."""
-
-    @property
-    def endpoint(self) -> str:
-        """The telemetry endpoint label of its requests."""
-
-    def decode(
-        self, payload: P_contra, manifest: Manifest, limits: DecodeLimits
-    ) -> InferenceRequest:
-        """Validate ``payload`` against the model; InvalidInput names what was wrong and where."""
-
-    def encode(self, explanation: Explanation) -> R_co:
+    def encode(self, computed: T_contra) -> R_co:
         """The successful reply."""
 
     def error(self, exc: ProbserveError, request_id: str) -> R_co:
