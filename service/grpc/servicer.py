@@ -128,9 +128,16 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             request,
             _metadata(context, "x-request-id"),
         )
-        # Shielded: a caller that leaves (deadline, cancel) does not cut the pipeline short, so
-        # its request is still counted once and the batcher finishes what it started.
-        reply = await asyncio.shield(run)
+        # Counted among the requests the server holds, as HTTP counts its own: the batcher's
+        # idle fast path runs a lone request at once and lets concurrent ones batch.
+        held = self.server.connections
+        held.active += 1
+        try:
+            # Shielded: a caller that leaves (deadline, cancel) does not cut the pipeline
+            # short, so its request is still counted once and the batcher finishes it.
+            reply = await asyncio.shield(run)
+        finally:
+            held.active -= 1
         if isinstance(reply, GrpcError):
             await _end(context, reply)
         assert isinstance(reply, pb.ModelInferResponse)

@@ -18,7 +18,7 @@ class ConnectionCounters:
     __slots__ = ("active", "client_gone", "headers_too_large")
 
     def __init__(self) -> None:
-        #: Requests handed to the app and not finished yet.
+        #: Requests handed to the app, or to the gRPC servicer, and not finished yet.
         self.active = 0
         #: Answers (or parts of one) with nowhere to go: the client had closed the connection.
         self.client_gone = 0
