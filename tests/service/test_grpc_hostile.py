@@ -8,6 +8,7 @@ their message, and a bad request sent into the same dynamic batch as good ones.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Iterator
 
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.slow
 
 LIMITS = (
     "--max-request-bytes", "65536", "--max-header-bytes", "4096", "--max-connections", "50",
+    "--header-timeout-s", "1",
     # Every call waits 0.2 s for a batch to form: long enough to leave before it, and for
     # calls sent together to share one ONNX call.
     "--max-queue-delay-us", "200000", "--inline-max-us", "0",
@@ -136,6 +138,46 @@ def test_streams_that_never_finish_do_not_lock_good_calls_out(server: GrpcServer
     finally:
         for conn in stalled:
             conn.close()
+
+
+def test_a_connection_that_never_speaks_is_closed_at_the_header_timeout(
+    server: GrpcServer,
+) -> None:
+    host, port = server.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as silent:
+        started = time.monotonic()
+        while silent.recv(4096):  # the server's SETTINGS, then the close
+            pass
+        assert 0.5 < time.monotonic() - started < 3  # --header-timeout-s 1, not gRPC's 120 s
+    _still_serves(server)
+
+
+def test_connections_past_max_connections_are_closed(server: GrpcServer) -> None:
+    opened: list[socket.socket] = []
+    closed = 0
+    try:
+        for _ in range(60):
+            try:
+                opened.append(open_stalled_connection(server.address, 1))
+            except OSError:  # closed by the server while the call was being sent
+                closed += 1
+        time.sleep(0.5)  # then whatever the server sent, its close included, has arrived
+        for conn in opened:
+            conn.setblocking(False)
+            try:
+                while conn.recv(4096):
+                    pass
+                closed += 1
+            except BlockingIOError:  # still open: nothing more to read
+                pass
+            except OSError:  # reset rather than closed
+                closed += 1
+        assert closed >= 10  # --max-connections 50
+    finally:
+        for conn in opened:
+            conn.close()
+    time.sleep(0.3)
+    _still_serves(server)
 
 
 def test_a_bad_request_in_a_batch_never_fails_the_good_ones(server: GrpcServer) -> None:
