@@ -20,11 +20,11 @@ from service.grpc import grpc_predict_v2_pb2 as pb
 from service.grpc.codec import GRPC
 from service.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceServicer
 from service.grpc.status import GrpcError, grpc_error
-from service.http.routes import __version__
 from service.pipeline import parse_version
 from service.request_ids import request_id_from_headers
 from service.server import Server
 from service.types import ModelState
+from service.version import __version__
 
 T = TypeVar("T")
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import orjson
@@ -31,11 +30,7 @@ from service.pipeline import parse_version
 from service.registry import ModelRegistry
 from service.server import Server
 from service.types import IndexEntry, ModelSummary
-
-try:
-    __version__ = version("probserve")
-except PackageNotFoundError:  # running from a checkout that was never installed
-    __version__ = "0+unknown"
+from service.version import __version__
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
