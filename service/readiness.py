@@ -5,7 +5,7 @@ model is; without it, when the server is up at all. Here 'all' is the default: a
 repository holds a model it cannot serve takes no traffic, so a broken bundle is noticed before
 it is rolled out everywhere. 'any' keeps a replica in the load balancer while at least one model
 serves; requests for the broken model get a 503 naming it, and /readyz still lists it
-(docs/architecture.md, "Request path").
+(docs/architecture.md, "Deployment").
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """What the request path needs of one served version, built once at load time.
 
-The data plane owns this step, not the runtime: ONNX Runtime gives member probabilities, and
-turning them into means, intervals and sets per batch is the data plane's uncertainty step
-(docs/architecture.md, "Request path"). :class:`VersionLoader` is the registry's one loader.
+The serving layer owns this step, not the runtime: ONNX Runtime gives member probabilities, and
+turning them into means, intervals, sets and labels once per batch is the uncertainty step the
+batcher runs for the pipeline (docs/architecture.md, "Request path", step 4). :class:`VersionLoader` is the registry's one loader.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Value types every layer shares: the registry, the data plane, the codecs and telemetry.
+"""Value types every layer shares: the registry, the pipeline, the codecs and telemetry.
 
 They live here, not in the module that happens to produce them, so that no two layers import each
 other to share a dataclass (docs/architecture.md, "Layers").

@@ -8,7 +8,7 @@ is never split: one larger than ``max_batch_size`` runs as a batch of its own. A
 batching off: each request runs on its own in the worker thread.
 
 An optional ``derive`` function turns a batch's output into per-row arrays for one request
-parameter (the data plane passes the confidence level and derives probabilities, intervals and
+parameter (the pipeline passes the confidence level and derives probabilities, intervals and
 sets). It runs in the worker thread, once per batch and distinct level, so that per-row numpy
 work is paid per batch rather than per request, and stays off the event loop.
 

@@ -28,7 +28,7 @@ DeriveFunction = Callable[[NDArray[np.float32], float], D]
 
 
 class RowBatch(Protocol):
-    """What a request hands the batcher (``service.dataplane.FeatureBatch`` satisfies it)."""
+    """What a request hands the batcher (``service.types.FeatureBatch`` satisfies it)."""
 
     @property
     def columns(self) -> dict[str, NDArray[np.generic]]:

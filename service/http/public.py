@@ -3,7 +3,7 @@
 Load failures are worded for the operator (service/runtime): they name the bundle's absolute
 path, digests and, for a manifest that does not parse, parser detail that quotes the file. The
 server log keeps all of that. Answers anyone can read (/readyz, /v1/models, model metadata,
-503s) carry the model, the version and the reason only (docs/architecture.md, "Request path").
+503s) carry the model, the version and the reason only (docs/architecture.md, "Deployment").
 """
 
 from __future__ import annotations
