@@ -2,7 +2,8 @@
 
 The serving layer owns this step, not the runtime: ONNX Runtime gives member probabilities, and
 turning them into means, intervals, sets and labels once per batch is the uncertainty step the
-batcher runs for the pipeline (docs/architecture.md, "Request path", step 4). :class:`VersionLoader` is the registry's one loader.
+batcher runs for the pipeline (docs/architecture.md, "Request path", step 4).
+:class:`VersionLoader` is the registry's one loader.
 """
 
 from __future__ import annotations
