@@ -128,12 +128,12 @@ def test_the_card_json_and_chart_of_an_exact_binary_bundle(synthetic_bundle: Tra
     report = _report(synthetic_bundle)
     _check_figures(report, manifest.feature_names)
     assert report.summary == "positive_class" and report.positive_class == "yes"
-    assert (report.method, report.background_rows, report.level) == ("exact", 50, 0.95)
+    assert (report.method, report.background_rows, report.level) == ("exact", 25, 0.95)
     assert report.rows == 64 and report.test_rows == manifest.training["rows_test"]
     card = read_card(synthetic_bundle)
     section = card[card.index(SECTION) :]
     assert f"over 64 of the {report.test_rows} test rows, drawn with seed 0" in section
-    assert "computed exactly" in section and "against 50 background rows" in section
+    assert "computed exactly" in section and "against 25 background rows" in section
     assert "members' spread at 95%" in section and "served probability of `yes`" in section
     table = [line for line in section.splitlines() if line.startswith("| ") and "`" in line]
     assert table == importance_card(report)[6 : 6 + len(manifest.features)]
@@ -145,7 +145,7 @@ def test_the_card_json_and_chart_of_an_exact_binary_bundle(synthetic_bundle: Tra
 
 def test_importance_is_the_engines_mean_abs_attribution(synthetic_bundle: TrainResult) -> None:
     # Recomputed from scratch on the rows importance.json names: the bundle's graph, a
-    # background of 50 reference rows (seed 0), the engine's plan; then mean |attribution| of
+    # background of 25 reference rows (seed 0), the engine's plan; then mean |attribution| of
     # P(yes) by hand. The same computation on the same bytes: equal, not close.
     bundle = synthetic_bundle.bundle_path
     manifest = read_manifest(bundle)
@@ -155,7 +155,7 @@ def test_importance_is_the_engines_mean_abs_attribution(synthetic_bundle: TrainR
     def run(columns: Mapping[str, NDArray[np.generic]]) -> NDArray[np.float32]:
         return np.asarray(session.run([MEMBER_PROBABILITIES_OUTPUT], dict(columns))[0])
 
-    background = load_background(bundle, manifest, run, size=50, seed=0)
+    background = load_background(bundle, manifest, run, size=25, seed=0)
     reference = pd.read_parquet(bundle / REFERENCE_FILE)
     test = reference[reference[REFERENCE_SPLIT_COLUMN] == "test"].reset_index(drop=True)
     assert len(test) == report.test_rows
