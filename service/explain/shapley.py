@@ -34,9 +34,9 @@ from service.explain.valuation import (
 from service.uncertainty import ensemble_mean
 
 #: Orders per background row above MAX_EXACT_FEATURES features (8 pairs): 48 ms per instance
-#: for the 30-feature demo model with 25 background rows on one core, 94 ms with 50, 186 ms with
-#: 100, inside the 250 ms budget (bench/results/explain-cost.md); max error 0.006-0.009 against 400 orders
-#: there, for attributions up to 0.07.
+#: for the 30-feature demo model with 25 background rows on one core, 94 ms with 50, 186 ms
+#: with 100, inside the 250 ms budget (bench/results/explain-cost.md); max error 0.006-0.009
+#: against 400 orders there, for attributions up to 0.07.
 DEFAULT_PERMUTATIONS = 16
 
 

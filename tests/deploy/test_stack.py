@@ -325,9 +325,10 @@ def test_service_image_holds_only_what_serve_needs(stack: Stack) -> None:
         )
         sizes[name] = int(inspected.stdout.strip())
     print("image sizes (MB): " + ", ".join(f"{k} {v / 1e6:.0f}" for k, v in sizes.items()))
-    # On python:3.11-slim (about 130-145 MB) the service image stays within 480 MB: 195 MB of
-    # ONNX Runtime, numpy and the HTTP stack, plus about 125 MB of pyarrow for the log.
-    assert sizes[image] - sizes[base] <= 340e6, sizes
+    # On python:3.11-slim (about 130-145 MB) the service image stays within 500 MB: 195 MB of
+    # ONNX Runtime, numpy and the HTTP stack, about 125 MB of pyarrow for the log and 20 MB of
+    # grpcio for the gRPC front (measured: 345 MB over the base).
+    assert sizes[image] - sizes[base] <= 360e6, sizes
     probe = (
         "import importlib.util as u; print('HAS', [m for m in ('onnxruntime', 'evidently', "
         "'pandas', 'pyarrow', 'scipy', 'sklearn', 'torch') if u.find_spec(m)])"
