@@ -34,12 +34,7 @@ from service.bundle import (
 from service.explain import Explainer, ExplainerSettings
 from service.runtime import ExecutionProviders, LoadedModel, load_model
 from service.types import ModelHandle, Uncertainty
-from service.uncertainty import (
-    conformal_threshold,
-    ensemble_mean,
-    logit_intervals,
-    prediction_sets,
-)
+from service.uncertainty import served
 
 logger = logging.getLogger(__name__)
 
@@ -104,12 +99,10 @@ def derive_uncertainty(
     Runs in the batcher's worker thread once per batch, so its numpy calls are paid per batch.
     """
     scores, revision = conformal.current  # once: a swap mid-batch cannot mix two revisions
-    probabilities = ensemble_mean(member_probabilities)
-    lower, upper = logit_intervals(member_probabilities, level, mean=probabilities)
-    sets = prediction_sets(probabilities, conformal_threshold(scores, level))
-    label_index = probabilities.argmax(axis=1)
+    out = served(member_probabilities, level, scores)
+    index = out.label_index
     return Uncertainty(
-        probabilities, lower, upper, sets, label_index, class_labels[label_index], revision
+        out.probabilities, out.lower, out.upper, out.sets, index, class_labels[index], revision
     )
 
 

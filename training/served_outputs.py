@@ -1,4 +1,4 @@
-"""What the service answers for rows at one level, computed from member probabilities [N, K, C].
+"""The served figures training records, from service.uncertainty.served.
 
 Shared by the drift reference (reference.parquet's output columns) and the model card's fairness
 slices, so both describe the same served figures.
@@ -11,12 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from service.uncertainty import (
-    conformal_threshold,
-    ensemble_mean,
-    logit_intervals,
-    prediction_sets,
-)
+from service.uncertainty import served
 
 
 @dataclass(frozen=True)
@@ -35,10 +30,8 @@ def served_outputs(
     level: float,
 ) -> ServedOutputs:
     """The served mean, predicted class, width of the predicted class's interval and the
-    conformal set, all at ``level``."""
-    mean = ensemble_mean(member_probabilities)
-    lower, upper = logit_intervals(member_probabilities, level, mean=mean)
-    predicted = mean.argmax(axis=1).astype(np.int64)
-    width = (upper - lower)[np.arange(len(predicted)), predicted]
-    sets = prediction_sets(mean, conformal_threshold(conformal_scores, level))
-    return ServedOutputs(mean, predicted, width, sets)
+    conformal set, all at ``level``, as the service computes them."""
+    out = served(member_probabilities, level, conformal_scores)
+    predicted = out.label_index.astype(np.int64)
+    width = (out.upper - out.lower)[np.arange(len(predicted)), predicted]
+    return ServedOutputs(out.probabilities, predicted, width, out.sets)

@@ -17,12 +17,14 @@ from service.uncertainty.intervals import (
     student_t_quantile,
 )
 from service.uncertainty.levels import MAX_CONFIDENCE_LEVEL, MIN_CONFIDENCE_LEVEL
+from service.uncertainty.served import Served, served
 
 __all__ = [
     "ECE_BINS",
     "MAX_CONFIDENCE_LEVEL",
     "MIN_CONFIDENCE_LEVEL",
     "ReliabilityBins",
+    "Served",
     "conformal_scores",
     "conformal_threshold",
     "ensemble_mean",
@@ -30,5 +32,6 @@ __all__ = [
     "logit_intervals",
     "prediction_sets",
     "reliability_bins",
+    "served",
     "student_t_quantile",
 ]
