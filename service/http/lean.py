@@ -156,7 +156,6 @@ class LeanApp:
         a hot route, whose 413 telemetry counts here (the fallback's counts in its own timing).
         """
         limit = self._limit
-        started = time.perf_counter()
         if length is None or not length.isdigit() or int(length) <= limit:
             try:
                 body = await _read_body(receive, limit)
@@ -164,6 +163,7 @@ class LeanApp:
                 return None  # nobody to answer
             if body is not None:
                 return body
+        started = time.perf_counter()  # only a refusal is timed here: the pipeline times the rest
         answer = too_large(limit, request_id_from_headers(header_id), v2=v2)
         if endpoint is not None:
             telemetry = self.server.telemetry
