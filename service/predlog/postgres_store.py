@@ -24,6 +24,7 @@ import pyarrow.csv as pacsv
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from service.predlog.arrow_arrays import texts
 from service.predlog.batches import Partition
 from service.predlog.errors import PredictionLogError, StoreUnavailable, first_line
 from service.predlog.layout import FEEDBACK_SCHEMA, SCHEMA_VERSION, Columns, SchemaTooNew
@@ -149,7 +150,7 @@ class PostgresStore:
         """COPY one batch into its table in one transaction; a batch id already recorded is
         skipped, so replaying a spool twice adds nothing. StoreUnavailable on a fault."""
         if partition.kind == "feedback":  # one table for every model's labels
-            model = pa.array([partition.model] * batch.num_rows, type=pa.string())
+            model = texts([partition.model] * batch.num_rows)
             batch = pa.RecordBatch.from_arrays(
                 [model, *batch.columns], names=["model", *batch.schema.names]
             )
