@@ -49,7 +49,9 @@ def write_segment(
     batches: Iterable[pa.RecordBatch], schema: pa.Schema, path: str, filesystem: pafs.FileSystem
 ) -> int:
     """Write one Parquet file of the log (segment or compaction); the rows written."""
-    text = [f.name for f in schema if pa.types.is_string(f.type)]
+    # Not request_id: its values are nearly all distinct, so a dictionary attempt only spills
+    # to plain pages (0.1 µs of writer CPU per row for 1-row requests, same file size).
+    text = [f.name for f in schema if pa.types.is_string(f.type) and f.name != "request_id"]
     rows = 0
     with pq.ParquetWriter(
         path, schema, filesystem=filesystem, compression=COMPRESSION, use_dictionary=text
