@@ -76,18 +76,35 @@ def strings(values: Iterable[object], empty_is_null: bool = False) -> pa.Array:
 
 def texts(values: Sequence[str]) -> pa.Array:
     """A string array of ``values``, all present (ids, protocols, labels)."""
+    joined = "".join(values)
+    data = joined.encode()
+    if len(data) == len(joined):  # ASCII, as ids and labels mostly are: bytes are characters
+        lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+        return _text_buffers(lengths, data, None)
     return _text_array([v.encode() for v in values], None)
 
 
+def repeated_text(value: str, n: int) -> pa.Array:
+    """A string array of ``n`` copies of ``value`` (a flush's one protocol), without a loop."""
+    data = value.encode()
+    return _text_buffers(np.full(n, len(data), dtype=np.int64), data * n, None)
+
+
 def _text_array(encoded: list[bytes], present: NDArray[np.bool_] | None) -> pa.Array:
-    n = len(encoded)
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    return _text_buffers(lengths, b"".join(encoded), present)
+
+
+def _text_buffers(
+    lengths: NDArray[np.int64], data: bytes, present: NDArray[np.bool_] | None
+) -> pa.Array:
+    """A string array of values of ``lengths`` bytes, laid end to end in ``data``."""
+    n = len(lengths)
     offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=n), out=offsets[1:])
+    np.cumsum(lengths, out=offsets[1:])
     if offsets[-1] > _MAX_TEXT_BYTES:
         raise ValueError("a prediction log batch holds over 2 GiB of text in one column")
     validity = None if present is None else _bits(present)
     return pa.Array.from_buffers(
-        pa.string(),
-        n,
-        [validity, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(encoded))],
+        pa.string(), n, [validity, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
     )
