@@ -84,6 +84,20 @@ def texts(values: Sequence[str]) -> pa.Array:
     return _text_array([v.encode() for v in values], None)
 
 
+def picked_texts(values: Sequence[str], index: NDArray[np.intp]) -> pa.Array:
+    """A string array of ``values[i]`` for each ``i`` of ``index``, all present: a request's id
+    on each of its rows, a class label on each row; numpy gathers the bytes, not a row loop."""
+    encoded = [v.encode() for v in values]
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    width = int(lengths.max(initial=0))
+    # One zero-padded row of bytes per value; a picked row keeps its value's length of it.
+    padded = np.frombuffer(b"".join(e.ljust(width, b"\0") for e in encoded), dtype=np.uint8)
+    picked = padded.reshape(len(encoded), width)[index]
+    picked_lengths = lengths[index]
+    keep = np.arange(width) < picked_lengths[:, np.newaxis]
+    return _text_buffers(picked_lengths, picked[keep].tobytes(), None)
+
+
 def repeated_text(value: str, n: int) -> pa.Array:
     """A string array of ``n`` copies of ``value`` (a flush's one protocol), without a loop."""
     data = value.encode()

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from service.predlog.arrow_arrays import numbers, repeated_text, strings, texts
+from service.predlog.arrow_arrays import numbers, picked_texts, repeated_text, strings, texts
 from service.predlog.layout import FEEDBACK_SCHEMA, Columns, FeatureKind, Kind
 from service.predlog.record import FeedbackRecord, PredictionRecord
 
@@ -133,7 +133,7 @@ def prediction_batch(group: Sequence[PredictionRecord], columns: Columns) -> pa.
         return values if owner is None else values[owner]
 
     def per_request_texts(values: list[str]) -> pa.Array:
-        return texts(values if owner is None else np.asarray(values, dtype=object)[owner].tolist())
+        return texts(values) if owner is None else picked_texts(values, owner)
 
     protocols = list(map(_PROTOCOL, group))
     if protocols.count(protocols[0]) == size:  # one protocol in the whole flush, as usual
@@ -145,7 +145,7 @@ def prediction_batch(group: Sequence[PredictionRecord], columns: Columns) -> pa.
         per_request_texts(list(map(_REQUEST_ID, group))),
         numbers(instance),
         protocol,
-        texts(flat),
+        picked_texts(columns.classes, index),  # the labels: each is its class's text
         numbers(per_request(_CONFIDENCE)),
         numbers(width),
         numbers(members.sum(axis=1, dtype=np.int32)),

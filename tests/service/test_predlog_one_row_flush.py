@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from service.predlog import PredictionRecord
-from service.predlog.arrow_arrays import repeated_text, texts
+from service.predlog.arrow_arrays import picked_texts, repeated_text, texts
 from service.predlog.batches import columns_of, prediction_batch
 
 NAN = float("nan")
@@ -144,3 +144,10 @@ def test_ascii_texts_take_their_lengths_from_the_characters() -> None:
     assert array.buffers()[1] is not None
     offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[: len(array) + 1]
     assert offsets.tolist() == [0, 6, 6, 7]
+
+
+def test_picked_texts_repeat_each_value_where_the_index_names_it() -> None:
+    array = picked_texts(["ab", "", "é\x00"], np.array([2, 0, 0, 1, 2]))
+    array.validate(full=True)
+    assert array.to_pylist() == ["é\x00", "ab", "ab", "", "é\x00"]  # é is 2 bytes, NUL kept
+    assert picked_texts(["ab"], np.array([], dtype=np.intp)).to_pylist() == []
