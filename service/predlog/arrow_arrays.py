@@ -85,23 +85,33 @@ def texts(values: Sequence[str]) -> pa.Array:
 
 
 def picked_texts(values: Sequence[str], index: NDArray[np.intp]) -> pa.Array:
-    """A string array of ``values[i]`` for each ``i`` of ``index``, all present: a request's id
-    on each of its rows, a class label on each row; numpy gathers the bytes, not a row loop."""
+    """A string array of ``values[i]`` for each ``i`` of ``index`` (a class label on each row),
+    all present; numpy gathers the bytes, not a row loop."""
     encoded = [v.encode() for v in values]
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    width = int(lengths.max(initial=0))
-    # One zero-padded row of bytes per value; a picked row keeps its value's length of it.
-    padded = np.frombuffer(b"".join(e.ljust(width, b"\0") for e in encoded), dtype=np.uint8)
-    picked = padded.reshape(len(encoded), width)[index]
     picked_lengths = lengths[index]
-    keep = np.arange(width) < picked_lengths[:, np.newaxis]
+    width = int(lengths.max(initial=0))
+    if width == 0:
+        return _text_buffers(picked_lengths, b"", None)
+    # Each value zero-padded to one fixed-size item: gathering items is one copy per row.
+    item = np.dtype((np.void, width))
+    padded = np.frombuffer(b"".join(e.ljust(width, b"\0") for e in encoded), dtype=item)
+    picked = padded[index].view(np.uint8)
+    if (lengths == width).all():
+        return _text_buffers(picked_lengths, picked.tobytes(), None)
+    # A picked item keeps its value's length of bytes.
+    masks = np.arange(width) < lengths[:, np.newaxis]
+    keep = masks.view(item).reshape(-1)[index].view(np.bool_)
     return _text_buffers(picked_lengths, picked[keep].tobytes(), None)
 
 
-def repeated_text(value: str, n: int) -> pa.Array:
-    """A string array of ``n`` copies of ``value`` (a flush's one protocol), without a loop."""
-    data = value.encode()
-    return _text_buffers(np.full(n, len(data), dtype=np.int64), data * n, None)
+def repeated_texts(values: Sequence[str], counts: Sequence[int]) -> pa.Array:
+    """A string array of ``values[i]`` repeated ``counts[i]`` times, in order (a request's id on
+    each of its rows, a flush's one protocol): one step per value, not per row."""
+    encoded = [v.encode() for v in values]
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    data = b"".join(map(bytes.__mul__, encoded, counts))
+    return _text_buffers(np.repeat(lengths, counts), data, None)
 
 
 def _text_array(encoded: list[bytes], present: NDArray[np.bool_] | None) -> pa.Array:

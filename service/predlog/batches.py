@@ -21,7 +21,13 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from service.predlog.arrow_arrays import numbers, picked_texts, repeated_text, strings, texts
+from service.predlog.arrow_arrays import (
+    numbers,
+    picked_texts,
+    repeated_texts,
+    strings,
+    texts,
+)
 from service.predlog.layout import FEEDBACK_SCHEMA, Columns, FeatureKind, Kind
 from service.predlog.record import FeedbackRecord, PredictionRecord
 
@@ -133,11 +139,11 @@ def prediction_batch(group: Sequence[PredictionRecord], columns: Columns) -> pa.
         return values if owner is None else values[owner]
 
     def per_request_texts(values: list[str]) -> pa.Array:
-        return texts(values) if owner is None else picked_texts(values, owner)
+        return texts(values) if owner is None else repeated_texts(values, counts.tolist())
 
     protocols = list(map(_PROTOCOL, group))
     if protocols.count(protocols[0]) == size:  # one protocol in the whole flush, as usual
-        protocol = repeated_text(protocols[0], n)
+        protocol = repeated_texts(protocols[:1], [n])
     else:
         protocol = per_request_texts(protocols)
     arrays: list[pa.Array] = [

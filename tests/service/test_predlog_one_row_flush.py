@@ -9,10 +9,9 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pyarrow as pa
 
 from service.predlog import PredictionRecord
-from service.predlog.arrow_arrays import picked_texts, repeated_text, texts
+from service.predlog.arrow_arrays import picked_texts, repeated_texts, texts
 from service.predlog.batches import columns_of, prediction_batch
 
 NAN = float("nan")
@@ -129,12 +128,14 @@ def test_requests_of_zero_and_two_rows_are_not_taken_for_two_one_row_requests() 
     assert batch.column("interval_width").to_pylist() == [0.5, 0.5]
 
 
-def test_repeated_text_is_n_copies() -> None:
-    array = repeated_text("vé", 3)
+def test_repeated_texts_repeat_each_value_its_count_in_order() -> None:
+    array = repeated_texts(["r1", "vé", "r3"], [2, 0, 3])
     array.validate(full=True)
-    assert array.type == pa.string()
-    assert array.to_pylist() == ["vé", "vé", "vé"]
-    assert repeated_text("v1", 0).to_pylist() == []
+    assert array.to_pylist() == ["r1", "r1", "r3", "r3", "r3"]
+    one = repeated_texts(["vé"], [3])  # é is two bytes
+    one.validate(full=True)
+    assert one.to_pylist() == ["vé", "vé", "vé"]
+    assert repeated_texts(["v1"], [0]).to_pylist() == []
 
 
 def test_ascii_texts_take_their_lengths_from_the_characters() -> None:
@@ -150,4 +151,8 @@ def test_picked_texts_repeat_each_value_where_the_index_names_it() -> None:
     array = picked_texts(["ab", "", "é\x00"], np.array([2, 0, 0, 1, 2]))
     array.validate(full=True)
     assert array.to_pylist() == ["é\x00", "ab", "ab", "", "é\x00"]  # é is 2 bytes, NUL kept
+    same_length = picked_texts(["ab", "cd"], np.array([1, 1, 0]))
+    same_length.validate(full=True)
+    assert same_length.to_pylist() == ["cd", "cd", "ab"]
+    assert picked_texts(["", ""], np.array([1, 0])).to_pylist() == ["", ""]
     assert picked_texts(["ab"], np.array([], dtype=np.intp)).to_pylist() == []
