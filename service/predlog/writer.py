@@ -302,11 +302,12 @@ class PredictionLog:
                         self._recover()  # last chance; what is left waits in the spool
                     return
 
-    def _take(self) -> list[Queued]:
+    def _take(self, limit: int) -> list[Queued]:
+        """Up to ``limit`` records, and no more than a batch of rows, from the queue's head."""
         taken: list[Queued] = []
         rows = 0
         with self._lock:
-            while self._queue and rows < self._batch_rows:
+            while self._queue and rows < self._batch_rows and len(taken) < limit:
                 record = self._queue.popleft()
                 taken.append(record)
                 rows += record.rows
@@ -318,8 +319,14 @@ class PredictionLog:
         return taken
 
     def _drain(self) -> None:
-        """Store (or spool) everything queued, one flush at a time."""
-        while records := self._take():
+        """Store (or spool) what was queued when the drain began, a batch at a time."""
+        # Records that arrive while a batch is stored wait for the next flush: taking them at
+        # once made a second, tiny batch per flush, and each batch costs the same fixed work
+        # (one Arrow array per column, an IPC message, an fsync) whatever its rows.
+        with self._lock:
+            left = len(self._queue)
+        while left > 0 and (records := self._take(left)):
+            left -= len(records)
             groups: dict[Partition, list[Queued]] = {}
             for record in records:
                 groups.setdefault(partition_of(record), []).append(record)

@@ -582,6 +582,36 @@ def test_a_stream_is_written_in_gathered_batches(
     assert segment_rows(root) == 30
 
 
+def test_records_arriving_while_a_batch_is_stored_wait_for_the_next_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request served while the writer stores a batch joins the next gathered batch, a flush
+    interval later, not a second batch of its own at once (each batch has a fixed cost)."""
+    log, root = parquet_log(tmp_path, flush_interval_s=0.4)
+    writes: list[tuple[float, int]] = []
+    store_write = log._store.write
+
+    def arriving_write(partition: Any, batch: pa.RecordBatch, batch_id: str) -> None:
+        writes.append((time.monotonic(), batch.num_rows))
+        if len(writes) == 1:
+            for i in range(3):  # served while this batch is being written
+                assert log.enqueue(record(100 + i))
+        store_write(partition, batch, batch_id)
+
+    monkeypatch.setattr(log._store, "write", arriving_write)
+    log.start()
+    try:
+        assert log.enqueue(record(0, rows=2))
+        deadline = time.monotonic() + 5.0
+        while sum(rows for _, rows in writes) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [rows for _, rows in writes] == [2, 3]
+        assert writes[1][0] - writes[0][0] >= 0.3, writes  # gathered for a flush interval
+    finally:
+        log.stop()
+    assert segment_rows(root) == 5
+
+
 # -- spools: dead and live processes, torn tails ------------------------------------------------
 
 
