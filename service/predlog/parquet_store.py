@@ -24,7 +24,18 @@ import pyarrow.parquet as pq
 
 from service.predlog.batches import Partition
 from service.predlog.errors import PredictionLogError, StoreUnavailable
-from service.predlog.layout import META_DATE, META_KIND, META_MODEL, META_VERSION, file_metadata
+from service.predlog.layout import (
+    FEATURE_PREFIX,
+    LOWER_PREFIX,
+    META_DATE,
+    META_KIND,
+    META_MODEL,
+    META_VERSION,
+    PROBABILITY_PREFIX,
+    SET_PREFIX,
+    UPPER_PREFIX,
+    file_metadata,
+)
 from service.predlog.spool import SUFFIX, SpoolFile, orphans, read_spool
 
 logger = logging.getLogger(__name__)
@@ -43,6 +54,8 @@ COMPRESSION = "snappy"
 #: contiguous chunk (encoding many small chunks cost three times the CPU) and written alone,
 #: so sealing holds one row group in memory, not the segment.
 ROW_GROUP_ROWS = 65_536
+#: The columns of a model's feature and class values (one per feature or class).
+_VALUE_PREFIXES = (FEATURE_PREFIX, PROBABILITY_PREFIX, LOWER_PREFIX, UPPER_PREFIX, SET_PREFIX)
 
 
 def write_segment(
@@ -52,9 +65,18 @@ def write_segment(
     # Not request_id: its values are nearly all distinct, so a dictionary attempt only spills
     # to plain pages (0.1 µs of writer CPU per row for 1-row requests, same file size).
     text = [f.name for f in schema if pa.types.is_string(f.type) and f.name != "request_id"]
+    # Min/max statistics where a reader prunes row groups (logged_at for a time window, the
+    # other per-request columns), not on the per-feature and per-class values: those span
+    # their whole range in any 65k-row group, and skipping them saves ~0.05 µs per row.
+    pruned = [f.name for f in schema if not f.name.startswith(_VALUE_PREFIXES)]
     rows = 0
     with pq.ParquetWriter(
-        path, schema, filesystem=filesystem, compression=COMPRESSION, use_dictionary=text
+        path,
+        schema,
+        filesystem=filesystem,
+        compression=COMPRESSION,
+        use_dictionary=text,
+        write_statistics=pruned,
     ) as writer:
         group: list[pa.RecordBatch] = []
         size = 0
