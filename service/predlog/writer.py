@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
+from operator import attrgetter
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +27,7 @@ from service.predlog.batches import (
     feedback_batch,
     partition_of,
     prediction_batch,
+    utc_date,
 )
 from service.predlog.errors import PredictionLogError, StoreUnavailable
 from service.predlog.layout import SchemaTooNew, file_metadata
@@ -46,6 +48,8 @@ RETENTION_INTERVAL_S = 3600.0
 IDLE_TICK_S = 0.5
 #: PostgreSQL's batches that wait for the database are spooled under this prefix.
 PENDING_PREFIX = "pending-"
+_MODEL_VERSION = attrgetter("model", "version")
+_LOGGED_AT = attrgetter("logged_at")
 
 Queued = PredictionRecord | FeedbackRecord
 
@@ -327,10 +331,7 @@ class PredictionLog:
             left = len(self._queue)
         while left > 0 and (records := self._take(left)):
             left -= len(records)
-            groups: dict[Partition, list[Queued]] = {}
-            for record in records:
-                groups.setdefault(partition_of(record), []).append(record)
-            for partition, group in groups.items():
+            for partition, group in _by_partition(records).items():
                 self._store_group(partition, group)
             with self._done_cond:
                 self._done += len(records)
@@ -458,6 +459,25 @@ class PredictionLog:
             else:
                 if deleted:
                     logger.info("prediction log: retention deleted %d rows or partitions", deleted)
+
+
+def _by_partition(records: list[Queued]) -> dict[Partition, list[Queued]]:
+    """The records of a flush grouped by partition, in queue order within each."""
+    # The common flush (one model version's predictions, one UTC day) is recognised with a few
+    # C-level passes; a Partition built per record cost about 1 µs each on the writer thread.
+    first = records[0]
+    if (
+        isinstance(first, PredictionRecord)
+        and set(map(type, records)) == {PredictionRecord}
+        and len(set(map(_MODEL_VERSION, records))) == 1
+    ):
+        times = list(map(_LOGGED_AT, records))
+        if utc_date(min(times)) == utc_date(max(times)):  # the day is monotonic in time
+            return {partition_of(first): records}
+    groups: dict[Partition, list[Queued]] = {}
+    for record in records:
+        groups.setdefault(partition_of(record), []).append(record)
+    return groups
 
 
 def _batch(group: Sequence[Queued]) -> pa.RecordBatch:

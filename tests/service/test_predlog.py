@@ -582,6 +582,58 @@ def test_a_stream_is_written_in_gathered_batches(
     assert segment_rows(root) == 30
 
 
+def test_one_flush_of_mixed_partitions_lands_each_record_in_its_own(tmp_path: Path) -> None:
+    """Models, versions, UTC days and feedback mixed in one flush (queued before the writer
+    starts): every partition holds exactly its records, in queue order."""
+    log, root = parquet_log(tmp_path)
+    queued = [
+        record(0),
+        record(1, version=2),
+        record(2, at=DAY - 0.5),  # the last second of 1970-01-01
+        record(3, at=DAY),  # the first of 1970-01-02
+        record(4, model="other"),
+        record(5),
+    ]
+    for item in queued:
+        assert log.enqueue(item)
+    assert log.enqueue(FeedbackRecord(7.0, "m", ["r0"], [0], ["a"]))
+    log.start()
+    log.stop()
+    found = {
+        str(path.relative_to(root).parent): pq.read_table(path).column("request_id").to_pylist()
+        for path in segments(root)
+    }
+    assert found == {
+        "model=m/version=1/date=1970-01-01": ["r0", "r2", "r5"],
+        "model=m/version=1/date=1970-01-02": ["r3"],
+        "model=m/version=2/date=1970-01-01": ["r1"],
+        "model=other/version=1/date=1970-01-01": ["r4"],
+    }
+    assert read_window(str(root), "m").attrs["feedback"] == {"matched": 1, "unmatched": 0}
+
+
+def test_a_flush_of_one_partition_spanning_midnight_is_split_by_day(tmp_path: Path) -> None:
+    log, root = parquet_log(tmp_path)
+    for i, at in enumerate((DAY - 1.0, DAY - 0.25, DAY, DAY + 3.0)):
+        assert log.enqueue(record(i, at=at))
+    log.start()
+    log.stop()
+    dates = sorted((path.parent.name, pq.read_table(path).num_rows) for path in segments(root))
+    assert dates == [("date=1970-01-01", 2), ("date=1970-01-02", 2)]
+
+
+def test_a_flush_of_predictions_only_is_split_by_model_and_version(tmp_path: Path) -> None:
+    log, root = parquet_log(tmp_path)
+    for item in (record(0), record(1, version=2), record(2, model="n"), record(3)):
+        assert log.enqueue(item)
+    log.start()
+    log.stop()
+    found = sorted(
+        (str(p.parent.parent.relative_to(root)), pq.read_table(p).num_rows) for p in segments(root)
+    )
+    assert found == [("model=m/version=1", 2), ("model=m/version=2", 1), ("model=n/version=1", 1)]
+
+
 def test_records_arriving_while_a_batch_is_stored_wait_for_the_next_flush(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
