@@ -93,7 +93,13 @@ def numeric_rows(
     more than the model itself on a wide batch-1 request. Each returned row is contiguous, so
     ``out[j][:, None]`` is a ready graph input.
     """
-    wide = _float64_table(rows, lambda i, j: (i, features[j]), what)
+    return numeric_block(_float64_table(rows, lambda i, j: (i, features[j]), what), features, what)
+
+
+def numeric_block(
+    wide: NDArray[np.float64], features: list[str], what: str = "instance"
+) -> NDArray[np.float32]:
+    """float64 [N, F] of numeric features -> the checked float32 [F, N] block, rows contiguous."""
     return np.ascontiguousarray(_finite_float32(wide, features, what).T)
 
 

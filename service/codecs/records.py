@@ -30,13 +30,55 @@ from service.codecs.columns import (
     categorical_column,
     confidence_level,
     describe,
+    load_json,
+    numeric_block,
     numeric_rows,
 )
 from service.codecs.context import context_names, instance_context
+from service.codecs.numeric_body import parse_numeric_body
 from service.errors import InvalidInput
 from service.types import FeatureBatch, InferenceRequest, Prediction
 
 REQUEST_KEYS = frozenset({"instances", "confidence_level"})
+
+
+def decode_predict_body(
+    body: bytes | memoryview, manifest: Manifest, *, max_rows: int, default_level: float
+) -> InferenceRequest:
+    """Parse and validate a native request body (:func:`decode_predict_request`'s rules).
+
+    A model whose features are all numeric and who declares no context takes the one-pass
+    parser first (:mod:`service.codecs.numeric_body`); any body it does not take, valid or not,
+    goes through the general path, which alone words the errors.
+    """
+    numeric = manifest.numeric_feature_names
+    if numeric and len(numeric) == len(manifest.features) and not context_names(manifest):
+        fast = _numeric_body(body, tuple(numeric), max_rows, default_level)
+        if fast is not None:
+            return fast
+    return decode_predict_request(
+        load_json(body), manifest, max_rows=max_rows, default_level=default_level
+    )
+
+
+def _numeric_body(
+    body: bytes | memoryview, numeric: tuple[str, ...], max_rows: int, default_level: float
+) -> InferenceRequest | None:
+    parsed = parse_numeric_body(body, numeric)
+    if parsed is None:
+        return None
+    wide, level = parsed
+    if len(wide) > max_rows:
+        return None
+    try:
+        if level is not None:
+            level = confidence_level(level, "confidence_level")
+        block = numeric_block(wide, list(numeric))
+    except InvalidInput:
+        return None
+    views = dict(zip(numeric, block[:, :, None], strict=True))
+    batch = FeatureBatch(views, len(wide), numeric, block)
+    return InferenceRequest(batch, default_level if level is None else level)
 
 
 def decode_predict_request(

@@ -8,8 +8,7 @@ import orjson
 
 from service.bundle import Manifest
 from service.codecs.base import DecodeLimits
-from service.codecs.columns import load_json
-from service.codecs.records import decode_predict_request, encode_predict_response
+from service.codecs.records import decode_predict_body, encode_predict_response
 from service.codecs.v2 import decode_infer_request, encode_infer_response
 from service.errors import ProbserveError
 from service.explain import encode_explanation
@@ -111,8 +110,8 @@ class ExplainCodec:
 
 
 def _native_request(payload: bytes, manifest: Manifest, limits: DecodeLimits) -> InferenceRequest:
-    return decode_predict_request(
-        load_json(payload), manifest, max_rows=limits.max_rows, default_level=limits.default_level
+    return decode_predict_body(
+        payload, manifest, max_rows=limits.max_rows, default_level=limits.default_level
     )
 
 
