@@ -17,6 +17,7 @@ and nothing else; the value rules are in :mod:`service.codecs.columns`.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from itertools import compress
 from operator import itemgetter
 from typing import Any
@@ -208,15 +209,16 @@ def encode_predict_response(prediction: Prediction) -> dict[str, Any]:
     pairs[..., 1] = result.upper
     probabilities = result.probabilities.tolist()
     intervals = pairs.tolist()
-    sets = result.prediction_sets.tolist()
+    sets = _prediction_sets(result.prediction_sets, classes)
+    # Every row has one value per class by construction: zip's strict check would only cost.
     predictions = [
         {
             "label": label,
-            "probabilities": dict(zip(classes, p, strict=True)),
-            "intervals": dict(zip(classes, lo_hi, strict=True)),
-            "prediction_set": list(compress(classes, member)),
+            "probabilities": dict(zip(classes, p)),  # noqa: B905
+            "intervals": dict(zip(classes, lo_hi)),  # noqa: B905
+            "prediction_set": members,
         }
-        for label, p, lo_hi, member in zip(
+        for label, p, lo_hi, members in zip(
             result.labels.tolist(), probabilities, intervals, sets, strict=True
         )
     ]
@@ -228,3 +230,24 @@ def encode_predict_response(prediction: Prediction) -> dict[str, Any]:
         "request_id": prediction.request_id,
         "conformal_revision": result.conformal_revision,
     }
+
+
+#: Up to this many classes a prediction set is looked up by its bit pattern (2**C lists).
+_SET_TABLE_CLASSES = 8
+
+
+def _prediction_sets(members: NDArray[np.bool_], classes: list[str]) -> list[list[str]]:
+    """Each row's set as its classes in class order; rows with equal sets share one list."""
+    if len(classes) > _SET_TABLE_CLASSES:
+        return [list(compress(classes, row)) for row in members.tolist()]
+    table = _set_table(tuple(classes))
+    codes = members.astype(np.intp) @ (1 << np.arange(len(classes), dtype=np.intp))
+    return list(map(table.__getitem__, codes.tolist()))
+
+
+@lru_cache(maxsize=64)
+def _set_table(classes: tuple[str, ...]) -> tuple[list[str], ...]:
+    """Set number b (bit k: class k is in) -> its classes, for every b < 2**len(classes)."""
+    return tuple(
+        [c for k, c in enumerate(classes) if code >> k & 1] for code in range(1 << len(classes))
+    )

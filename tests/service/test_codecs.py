@@ -350,3 +350,16 @@ def test_a_confidence_level_outside_the_range_is_refused_by_both_codecs(
     if level == level:  # JSON has no NaN: a V2 body cannot carry one
         with pytest.raises(InvalidInput, match="confidence_level"):
             _v2(manifest, {"inputs": _inputs(), "parameters": {"confidence_level": level}})
+
+
+@pytest.mark.parametrize("width", [3, 8, 9, 12])
+def test_prediction_sets_in_class_order_by_table_and_beyond(width: int) -> None:
+    from service.codecs.records import _prediction_sets
+
+    classes = [f"c{k}" for k in range(width)]
+    members = np.zeros((4, width), dtype=bool)
+    members[0, [0, 2]] = True  # {c0, c2}
+    members[2, :] = True  # every class
+    members[3, width - 1] = True  # the last class alone (the highest bit of the table)
+    sets = _prediction_sets(members, classes)
+    assert sets == [["c0", "c2"], [], classes, [f"c{width - 1}"]]
