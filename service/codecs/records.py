@@ -234,11 +234,13 @@ def encode_predict_response(prediction: Prediction) -> dict[str, Any]:
 
 #: Up to this many classes a prediction set is looked up by its bit pattern (2**C lists).
 _SET_TABLE_CLASSES = 8
+#: ... and from this many rows: the lookup's few numpy calls cost more than it saves below.
+_SET_TABLE_ROWS = 8
 
 
 def _prediction_sets(members: NDArray[np.bool_], classes: list[str]) -> list[list[str]]:
     """Each row's set as its classes in class order; rows with equal sets share one list."""
-    if len(classes) > _SET_TABLE_CLASSES:
+    if len(classes) > _SET_TABLE_CLASSES or len(members) < _SET_TABLE_ROWS:
         return [list(compress(classes, row)) for row in members.tolist()]
     table = _set_table(tuple(classes))
     codes = members.astype(np.intp) @ (1 << np.arange(len(classes), dtype=np.intp))

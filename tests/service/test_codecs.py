@@ -361,5 +361,7 @@ def test_prediction_sets_in_class_order_by_table_and_beyond(width: int) -> None:
     members[0, [0, 2]] = True  # {c0, c2}
     members[2, :] = True  # every class
     members[3, width - 1] = True  # the last class alone (the highest bit of the table)
-    sets = _prediction_sets(members, classes)
-    assert sets == [["c0", "c2"], [], classes, [f"c{width - 1}"]]
+    expected = [["c0", "c2"], [], classes, [f"c{width - 1}"]]
+    assert _prediction_sets(members, classes) == expected
+    # Past the row threshold, where up to 8 classes take the table.
+    assert _prediction_sets(np.tile(members, (3, 1)), classes) == expected * 3
