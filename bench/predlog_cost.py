@@ -11,6 +11,7 @@ import argparse
 import json
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -60,10 +61,12 @@ def cost(rows: int, total_rows: int, flush_rows: int, store: object) -> float:
     per_flush = max(1, flush_rows // rows)
     partition: Partition = partition_of(queued[0])
     columns = columns_of(queued[0])
+    # Fresh batch ids every run: an id the store has already loaded is skipped, not written.
+    run = uuid.uuid4().hex
     started = time.process_time()
     for n, start in enumerate(range(0, len(queued), per_flush)):
         batch = prediction_batch(queued[start : start + per_flush], columns)
-        store.write(partition, batch, f"bench-{rows}-{n}")  # type: ignore[attr-defined]
+        store.write(partition, batch, f"bench-{run}-{rows}-{n}")  # type: ignore[attr-defined]
     if hasattr(store, "seal_all"):
         store.seal_all()
     return (time.process_time() - started) / total_rows * 1e6

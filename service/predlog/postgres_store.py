@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import psycopg
 import pyarrow as pa
-import pyarrow.csv as pacsv
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -28,6 +27,7 @@ from service.predlog.arrow_arrays import texts
 from service.predlog.batches import Partition
 from service.predlog.errors import PredictionLogError, StoreUnavailable, first_line
 from service.predlog.layout import FEEDBACK_SCHEMA, SCHEMA_VERSION, Columns, SchemaTooNew
+from service.predlog.pg_binary import binary_copy
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -154,7 +154,7 @@ class PostgresStore:
             batch = pa.RecordBatch.from_arrays(
                 [model, *batch.columns], names=["model", *batch.schema.names]
             )
-        payload = csv_payload(batch)
+        payload = binary_copy(batch)
         schema = batch.schema
 
         def work(connection: psycopg.Connection[tuple[Any, ...]]) -> None:
@@ -167,7 +167,7 @@ class PostgresStore:
                 )
                 if fresh.rowcount == 0:
                     return
-                sql = f"COPY {table} ({', '.join(names)}) FROM STDIN WITH (FORMAT csv)"
+                sql = f"COPY {table} ({', '.join(names)}) FROM STDIN WITH (FORMAT binary)"
                 with connection.cursor() as cursor, cursor.copy(sql.encode()) as copy:
                     copy.write(payload)
 
@@ -236,11 +236,3 @@ def table_name(model: str, version: int, columns: Columns) -> str:
     digest = hashlib.sha256(f"{model}\0{version}\0{columns.to_json()}".encode()).hexdigest()
     readable = re.sub(r"[^a-z0-9]+", "_", model.lower()).strip("_")[:24]
     return f"predlog_{readable}_v{version}_{digest[:12]}"
-
-
-def csv_payload(batch: pa.RecordBatch) -> bytes:
-    """A batch as COPY's CSV, written by Arrow in C++ (no Python per row): strings are quoted,
-    so an empty string stays empty and a null (an empty field) becomes NULL."""
-    sink = pa.BufferOutputStream()
-    pacsv.write_csv(batch, sink, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
-    return bytes(sink.getvalue().to_pybytes())
