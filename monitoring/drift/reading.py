@@ -98,6 +98,7 @@ def read_current(
             since=window_start(since_seconds),
             last=last,
             feature_types=feature_types,
+            compact=True,
         )
     except ValueError as exc:
         raise UsageError(f"cannot read the prediction log: {exc}") from exc

@@ -36,9 +36,11 @@ def read_parts(
     since: float | None = None,
     until: float | None = None,
     last: int | None = None,
+    skip: tuple[str, ...] = (),
 ) -> list[Part]:
     """Each version's rows of ``model`` in [since, until) (of the newest ``last`` overall, give
-    or take rows sharing the cutoff time). ValueError for ``none``; Arrow/OS errors pass."""
+    or take rows sharing the cutoff time), without the columns whose names start with one of
+    ``skip``. ValueError for ``none``; Arrow/OS errors pass."""
     location = parse_log_url(url)
     if location is None:
         raise ValueError(LOG_OFF)
@@ -46,9 +48,15 @@ def read_parts(
         assert location.dsn is not None
         from service.predlog.postgres_reader import postgres_parts
 
-        return postgres_parts(location.dsn, model, version, since, until, last)
+        parts = postgres_parts(location.dsn, model, version, since, until, last)
+        return [(v, c, t.drop_columns(_skipped(t.schema, skip))) for v, c, t in parts]
     assert location.url is not None
-    return list(_parquet_parts(location.url, model, version, since, until, last))
+    return list(_parquet_parts(location.url, model, version, since, until, last, skip))
+
+
+def _skipped(schema: pa.Schema, skip: tuple[str, ...]) -> list[str]:
+    """The names in ``schema`` that start with one of ``skip``."""
+    return [name for name in schema.names if skip and name.startswith(skip)]
 
 
 def read_feedback(url: str, model: str) -> pa.Table:
@@ -98,6 +106,7 @@ def _parquet_parts(
     since: float | None,
     until: float | None,
     last: int | None,
+    skip: tuple[str, ...] = (),
 ) -> Iterator[Part]:
     filesystem, root = open_filesystem(url)
     if filesystem.get_file_info(root).type != pafs.FileType.Directory:
@@ -121,9 +130,10 @@ def _parquet_parts(
     for v, dataset in datasets:
         # One file read ahead at a time: the default read several at once, which raised the
         # peak memory of a 1M-row window by a third and was no faster here.
-        table = dataset.to_table(filter=where, fragment_readahead=1)
-        if "date" in table.column_names:
-            table = table.drop_columns(["date"])
+        # Skipped columns are never decoded (the drift job's window needs no interval bounds).
+        skipped = {"date", *_skipped(dataset.schema, skip)}
+        wanted = [name for name in dataset.schema.names if name not in skipped]
+        table = dataset.to_table(columns=wanted, filter=where, fragment_readahead=1)
         yield v, Columns.from_schema(table.schema), table
 
 
