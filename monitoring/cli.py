@@ -22,6 +22,11 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # Arrow's default allocator (mimalloc) keeps what a 1M-row window freed; the system allocator
 # hands large blocks back: 1,073 vs 1,019 MiB peak in make bench-drift. Read when pyarrow loads.
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+# OpenBLAS's worker threads spin between calls, and the job's BLAS calls (Evidently's dot
+# products over at most --max-rows values) are too small to share: one thread cut make
+# bench-drift's CPU from ~20 to ~15 s, its wall time with it on a busy 2-core machine. Read when
+# numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import typer
 from pydantic import ValidationError
