@@ -1,4 +1,5 @@
-"""The ``drift run`` process: OpenBLAS on one thread, and no object collection at exit."""
+"""The ``drift run`` process: OpenBLAS on one thread, the long-lived objects of its imports and
+every object at its exit left out of the cyclic collector's passes."""
 
 from __future__ import annotations
 
@@ -15,11 +16,26 @@ from threadpoolctl import threadpool_info
 print(json.dumps([p["num_threads"] for p in threadpool_info() if p["internal_api"] == "openblas"]))
 """
 
+IMPORT_PROBE = """
+import gc, json, sys
+from monitoring.cli import _import_job
+assert "evidently" not in sys.modules
+_import_job()
+print(json.dumps(
+    {"evidently": "evidently" in sys.modules, "frozen": gc.get_freeze_count(), "on": gc.isenabled()}
+))
+"""
+
 # Registered before the run, so it runs after the run's own exit handlers (last in, first out).
 EXIT_PROBE = """
 import atexit, gc, sys
-atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0, flush=True))
-from monitoring.cli import app
+from monitoring.cli import _import_job, app
+_import_job()
+imported = gc.get_freeze_count()
+made_after = [[] for _ in range(100)]
+atexit.register(
+    lambda: print("frozen at exit:", gc.get_freeze_count() - imported >= 100, flush=True)
+)
 app(["run", "--model", "absent", "--model-repository", sys.argv[1]])
 """
 
@@ -37,6 +53,14 @@ def test_drift_cli_process_has_one_blas_thread() -> None:
     assert done.returncode == 0, done.stderr
     threads = json.loads(done.stdout.strip().splitlines()[-1])
     assert threads and set(threads) == {1}
+
+
+def test_the_jobs_import_is_frozen_with_the_collector_back_on() -> None:
+    done = _child(IMPORT_PROBE)
+    assert done.returncode == 0, done.stderr
+    state = json.loads(done.stdout.strip().splitlines()[-1])
+    assert state["evidently"] and state["on"]
+    assert state["frozen"] > 100_000  # Evidently's classes, functions and their dicts
 
 
 def test_drift_run_leaves_its_objects_uncollected_at_exit(tmp_path: Path) -> None:
