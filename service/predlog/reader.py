@@ -221,7 +221,7 @@ def _join_feedback(
     )
     recent = labels if since is None else labels[labels["received_at"] >= since]
     if frame.empty or labels.empty:
-        frame[TRUE_LABEL] = pd.Series([None] * len(frame), dtype=object)
+        frame[TRUE_LABEL] = np.full(len(frame), None, dtype=object)  # no 1M-item list: 0.1 s
         frame.attrs["feedback"] = {"matched": 0, "unmatched": len(recent)}
         return frame
     # A key lookup, not a merge: merging copies the whole window (every feature column).

@@ -78,6 +78,8 @@ def test_compact_window_hand_computed(log_url: str) -> None:
     ]
     assert frame["c"].isna().tolist() == [False, True, False, False]
     assert frame["version"].tolist() == [1, 1, 2, 2]
+    # No feedback logged: every true label missing, as None in an object column.
+    assert frame["true_label"].dtype == object and frame["true_label"].tolist() == [None] * 4
 
 
 def test_compact_window_holds_the_plain_windows_values(log_url: str) -> None:
