@@ -28,10 +28,10 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _rss_kib(pid: int) -> int:
+def _status_kib(pid: int, key: str) -> int:
     try:
         for line in (_PROC / str(pid) / "status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(key):
                 return int(line.split()[1])
     except OSError:
         pass
@@ -52,7 +52,13 @@ def tree(pid: int) -> Iterator[int]:
 
 def tree_rss_mib(pid: int) -> float:
     """Sum of VmRSS over ``pid`` and its descendants, in MiB (0 where /proc is unavailable)."""
-    return sum(_rss_kib(p) for p in tree(pid)) / 1024
+    return sum(_status_kib(p, "VmRSS:") for p in tree(pid)) / 1024
+
+
+def tree_peak_rss_mib(pid: int) -> float:
+    """Sum of each process's own peak RSS (VmHWM) over ``pid``'s tree, in MiB: exact for one
+    process, an upper bound for several (their peaks need not coincide)."""
+    return sum(_status_kib(p, "VmHWM:") for p in tree(pid)) / 1024
 
 
 def _cpu_s(pid: int) -> float:

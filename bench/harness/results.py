@@ -23,6 +23,7 @@ from bench.harness.runner import (
 REFERENCE = "probserve"
 HEADER = (
     "| contender | rows | conns | req/s | rows/s | p50 ms | p99 ms | errors | RSS MiB "
+    "| peak RSS MiB "
     "| probserve rows/s ÷ this | probserve p50 ÷ this |"
 )
 _OUR_PACKAGES = ("onnxruntime", "numpy", "orjson", "uvicorn", "uvloop", "httptools", "fastapi")
@@ -37,13 +38,14 @@ def table_lines(report: BenchReport) -> list[str]:
     lines = [HEADER, _rule()]
     for r in sorted(report.rows, key=lambda r: (r.batch, r.connections)):
         ref = report.find(REFERENCE, r.batch, r.connections)
-        lines.append(_line(r, ref, report.rss_mib.get(r.server, 0.0)))
+        memory = (report.rss_mib.get(r.server, 0.0), report.peak_rss_mib.get(r.server, 0.0))
+        lines.append(_line(r, ref, *memory))
     for batch, rows in sorted(report.ceiling_rows_per_s.items()):
         ours = [r.rows_per_s for r in report.rows if r.server == REFERENCE and r.batch == batch]
         by_rows = _ratio(max(ours), rows) if ours else "-"
         lines.append(
             f"| ceiling (in-process ONNX Runtime, {report.providers}) | {batch} | - "
-            f"| {rows / batch:.0f} | {rows:.0f} | - | - | 0 | - | {by_rows} | - |"
+            f"| {rows / batch:.0f} | {rows:.0f} | - | - | 0 | - | - | {by_rows} | - |"
         )
     return lines
 
@@ -52,12 +54,13 @@ def _rule() -> str:
     return "|" + "---|" * (HEADER.count("|") - 1)
 
 
-def _line(r: Row, ref: Row | None, rss: float) -> str:
+def _line(r: Row, ref: Row | None, rss: float, peak: float) -> str:
     by_rows = _ratio(ref.rows_per_s, r.rows_per_s) if ref else "-"
     by_p50 = _ratio(ref.p50_ms, r.p50_ms) if ref else "-"
     return (
         f"| {r.server} | {r.batch} | {r.connections} | {r.requests_per_s:.0f} | {r.rows_per_s:.0f} "
-        f"| {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {rss:.0f} | {by_rows} | {by_p50} |"
+        f"| {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {rss:.0f} | {peak:.0f} | {by_rows} "
+        f"| {by_p50} |"
     )
 
 
@@ -134,7 +137,8 @@ def markdown(
             "count) over it",
             f"- every server pinned to core 0 and wrk (1 thread) to core 1; {rounds} alternating "
             f"rounds of {seconds:g} s per cell; figures are medians over rounds; RSS is the "
-            "server's process tree after the last round",
+            "server's process tree after the last round, once idle with the core to itself; "
+            "peak RSS is the sum of each process's own peak (VmHWM) over the whole run",
             *_isolation_lines(report),
             "- probserve: intervals, prediction sets and validation on, metrics on, Parquet "
             "prediction log in a temporary directory; probserve-lean: metrics and log off; "

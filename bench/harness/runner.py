@@ -26,7 +26,14 @@ from pathlib import Path
 from bench.harness import contenders as contenders_mod
 from bench.harness.ceiling import ceiling_rows_per_s
 from bench.harness.grpc_load import run_grpc_load
-from bench.harness.procs import continue_all, isolated, settle, tree, tree_rss_mib
+from bench.harness.procs import (
+    continue_all,
+    isolated,
+    settle,
+    tree,
+    tree_peak_rss_mib,
+    tree_rss_mib,
+)
 from bench.harness.workload import grpc_body, native_body, v2_body
 from bench.harness.wrk import LoadResult, pinned, run_wrk
 from service.bundle import bundle_path, model_names, model_versions, read_manifest
@@ -74,6 +81,7 @@ class BenchReport:
     providers: str = "cpu"
     rows: list[Row] = field(default_factory=list)
     rss_mib: dict[str, float] = field(default_factory=dict)
+    peak_rss_mib: dict[str, float] = field(default_factory=dict)
     ready_s: dict[str, float] = field(default_factory=dict)
     ceiling_rows_per_s: dict[int, float] = field(default_factory=dict)
     #: Per contender: cells that started before it settled (the settle bound ran out).
@@ -237,7 +245,13 @@ def run_benchmark(
                             report.unsettled[server] = report.unsettled.get(server, 0) + 1
                         results.setdefault((server, cell), []).append(drive(server, cell, seconds))
         for server, (_, _, pid) in live.items():
-            report.rss_mib[server] = tree_rss_mib(pid)
+            # Measured idle, with the core to itself: a server stopped mid-way through
+            # background work (a log segment being sealed) would otherwise be measured at that
+            # moment's transient; the transient shows in the peak instead.
+            with isolated(pid, pids):
+                _settle(pid)
+                report.rss_mib[server] = tree_rss_mib(pid)
+                report.peak_rss_mib[server] = tree_peak_rss_mib(pid)
     for (server, cell), runs in results.items():
         report.rows.append(_row(server, cell, runs))
     for batch in sorted({c.batch for c in cells}):

@@ -21,7 +21,14 @@ import pytest
 from bench.harness import contenders
 from bench.harness.cli import parse_contenders, parse_delays, with_delay_variants
 from bench.harness.grpc_load import infer_request
-from bench.harness.procs import isolated, settle, tree, tree_cpu_s
+from bench.harness.procs import (
+    isolated,
+    settle,
+    tree,
+    tree_cpu_s,
+    tree_peak_rss_mib,
+    tree_rss_mib,
+)
 from bench.harness.results import HEADER, markdown, table_lines
 from bench.harness.runner import BenchReport, Cell, Row, parse_cells, run_benchmark
 from service.errors import UsageError
@@ -115,7 +122,12 @@ def test_the_grpc_request_is_the_v2_body_with_raw_tensor_contents() -> None:
 
 def test_ratios_are_probserve_over_each_contender() -> None:
     # Hand-computed: probserve 300 rows/s at p50 0.6 ms, bare 200 rows/s at p50 0.4 ms.
-    report = BenchReport(model="m", version=1, rss_mib={"probserve": 150.0, "bare": 50.0})
+    report = BenchReport(
+        model="m",
+        version=1,
+        rss_mib={"probserve": 150.0, "bare": 50.0},
+        peak_rss_mib={"probserve": 210.0, "bare": 60.0},
+    )
     report.rows = [
         Row("probserve", 1, 1, 300.0, 300.0, 0.6, 1.0, 0, 3),
         Row("bare", 1, 1, 200.0, 200.0, 0.4, 0.8, 0, 3),
@@ -123,12 +135,12 @@ def test_ratios_are_probserve_over_each_contender() -> None:
     report.ceiling_rows_per_s = {1: 1000.0}
     lines = table_lines(report)
     assert lines[0] == HEADER
-    assert "| bare | 1 | 1 | 200 | 200 | 0.40 | 0.80 | 0 | 50 | 1.50 | 1.50 |" in lines
-    assert "| probserve | 1 | 1 | 300 | 300 | 0.60 | 1.00 | 0 | 150 | 1.00 | 1.00 |" in lines
+    assert "| bare | 1 | 1 | 200 | 200 | 0.40 | 0.80 | 0 | 50 | 60 | 1.50 | 1.50 |" in lines
+    assert "| probserve | 1 | 1 | 300 | 300 | 0.60 | 1.00 | 0 | 150 | 210 | 1.00 | 1.00 |" in lines
     # The ceiling's ratio: probserve's 300 rows/s over the in-process 1000 rows/s.
     assert lines[-1] == (
         "| ceiling (in-process ONNX Runtime, cpu) | 1 | - | 1000 | 1000 "
-        "| - | - | 0 | - | 0.30 | - |"
+        "| - | - | 0 | - | - | 0.30 | - |"
     )
 
 
@@ -261,6 +273,9 @@ def test_bench_runs_local_contenders_and_writes_a_well_formed_table(
         assert row.rows_per_s == pytest.approx(row.requests_per_s * row.batch)
         assert 0 < row.p50_ms <= row.p99_ms
     assert set(report.rss_mib) == set(names) and all(v > 0 for v in report.rss_mib.values())
+    # A peak is never below what is held at the end.
+    assert set(report.peak_rss_mib) == set(names)
+    assert all(report.peak_rss_mib[n] >= report.rss_mib[n] for n in names)
     assert set(report.ready_s) == set(names)
     assert set(report.ceiling_rows_per_s) == {1, 4}
     assert not (tmp_path / "venvs").exists()  # nothing installed for local contenders
@@ -275,3 +290,24 @@ def test_bench_runs_local_contenders_and_writes_a_well_formed_table(
     for line in table[2:]:
         cells_text = [c.strip() for c in line.strip("|").split("|")]
         assert all(number.match(c) for c in cells_text[1:]), line
+
+
+def test_peak_rss_counts_memory_already_given_back() -> None:
+    # A child touches 64 MiB and frees it: its peak keeps it, its RSS does not.
+    script = (
+        "import sys, time\n"
+        "b = bytearray(64 << 20)\n"
+        "b[::4096] = b'x' * (len(b) // 4096)\n"
+        "del b\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        rss, peak = tree_rss_mib(child.pid), tree_peak_rss_mib(child.pid)
+        assert rss > 0
+        assert peak - rss >= 60
+    finally:
+        child.kill()
+        child.wait()
