@@ -154,27 +154,40 @@ def read_spool(path: Path) -> tuple[pa.Schema, list[tuple[pa.RecordBatch, str]]]
     A torn last message (a crash mid-append) is skipped with a warning; ValueError when the
     file holds no readable schema at all.
     """
-    batches: list[tuple[pa.RecordBatch, str]] = []
+    schema, batches = stream_spool(path)
+    return schema, list(batches)
+
+
+def stream_spool(path: Path) -> tuple[pa.Schema, Iterator[tuple[pa.RecordBatch, str]]]:
+    """:func:`read_spool`'s schema now and its batches one at a time as they are read.
+
+    Sealing a large spool then holds one row group of it, not the file: memory-mapping kept
+    every page it touched in the server's RSS until the whole segment was written.
+    """
     if path.stat().st_size == 0:  # made by an older writer that died before its schema
-        return pa.schema([]), batches
-    # Memory-mapped: the batches point into the file's pages instead of copies on the heap,
-    # so sealing a large spool costs page cache, not the server's anonymous memory.
-    with pa.memory_map(str(path)) as handle:
-        try:
-            reader = ipc.open_stream(handle)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise ValueError(f"spool file {path.name} has no readable schema") from exc
+        return pa.schema([]), iter(())
+    handle = pa.OSFile(str(path))
+    try:
+        reader = ipc.open_stream(handle)
+    except (pa.ArrowInvalid, OSError) as exc:
+        handle.close()
+        raise ValueError(f"spool file {path.name} has no readable schema") from exc
+    return reader.schema, _batches(path, handle, reader)
+
+
+def _batches(
+    path: Path, handle: pa.NativeFile, reader: ipc.RecordBatchStreamReader
+) -> Iterator[tuple[pa.RecordBatch, str]]:
+    with handle:
         while True:
             try:
                 batch, meta = reader.read_next_batch_with_custom_metadata()
             except StopIteration:
-                break
+                return
             except (pa.ArrowInvalid, OSError):
                 logger.warning("prediction log spool %s: skipped a partly written batch", path.name)
-                break
-            batch_id = (meta or {}).get(BATCH_ID, b"").decode() if meta else ""
-            batches.append((batch, batch_id))
-        return reader.schema, batches
+                return
+            yield batch, (meta or {}).get(BATCH_ID, b"").decode() if meta else ""
 
 
 class Orphan:
