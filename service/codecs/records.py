@@ -48,7 +48,7 @@ def decode_predict_body(
 ) -> InferenceRequest:
     """Parse and validate a native request body (:func:`decode_predict_request`'s rules).
 
-    A model whose features are all numeric and who declares no context takes the one-pass
+    A model whose features are all numeric and that declares no context takes the one-pass
     parser first (:mod:`service.codecs.numeric_body`); any body it does not take, valid or not,
     goes through the general path, which alone words the errors.
     """
